@@ -1,0 +1,33 @@
+# Quick start: `make demo` runs the main job on CPU defaults; `make test` runs the test suite.
+# Both create .venv and install the project into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint figures clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-ci.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-ci.txt
+	$(PY) -m pip install -q -e '.[test,notebooks]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m theory.sample_efficiency
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check vapt theory tests
+
+figures: $(STAMP)
+	$(PY) -m vapt figures --runs runs --out figures
+
+clean:
+	rm -rf $(VENV) .pytest_cache

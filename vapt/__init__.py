@@ -1,0 +1,59 @@
+"""VPT and VAPT (Visual Adaptive Prompt Tuning) for timm Vision Transformers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vapt.backbones import BACKBONES, BackboneSpec, backbone_spec, create_backbone
+from vapt.config import (
+    METHODS,
+    FullConfig,
+    LinearConfig,
+    MethodConfig,
+    VAPTConfig,
+    VPTConfig,
+    method_config,
+)
+from vapt.errors import ConfigError, DataLayoutError, VaptError, WeightsError
+from vapt.prompted import PromptedModel, PromptedViT, count_parameters
+
+__version__ = "0.1.0"
+
+
+def create_model(
+    backbone: str,
+    method: str | MethodConfig,
+    num_classes: int,
+    pretrained: bool = False,
+    weights: str | None = None,
+    **config_overrides: Any,
+) -> PromptedViT:
+    """A backbone with `method` (linear, full, vpt_shallow, vpt_deep, vapt or a config) and a new head."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    config = method_config(method, **config_overrides)
+    model, spec = create_backbone(backbone, pretrained=pretrained, weights=weights)
+    return PromptedViT(model, config, num_classes, prompts_in_pool=spec.prompts_in_pool)
+
+
+__all__ = [
+    "BACKBONES",
+    "METHODS",
+    "BackboneSpec",
+    "ConfigError",
+    "DataLayoutError",
+    "FullConfig",
+    "LinearConfig",
+    "MethodConfig",
+    "PromptedModel",
+    "PromptedViT",
+    "VAPTConfig",
+    "VPTConfig",
+    "VaptError",
+    "WeightsError",
+    "backbone_spec",
+    "count_parameters",
+    "create_backbone",
+    "create_model",
+    "method_config",
+]

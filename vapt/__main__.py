@@ -1,0 +1,47 @@
+"""`python -m vapt <command> [options]`: the project's command line."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from vapt.errors import VaptError
+
+# command -> (module, one-line help); each module exposes `main(argv: list[str] | None) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("vapt.train", "train and evaluate one run (backbone + method + dataset + lr + wd + seed)"),
+    "sweep": ("vapt.sweep", "the paper's protocol: grid search on validation, final seeds, test"),
+    "table": ("vapt.results", "collect result records into long-format CSV and per-task tables"),
+    "figures": ("vapt.figures", "draw every paper figure from result tables"),
+    "bench": ("vapt.bench", "measure step time, memory, throughput, FLOPs and parameters per method"),
+    "fixtures": ("vapt.data.fixtures", "write tiny datasets in the real VTAB-1K / FGVC layouts"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: python -m vapt <command> [options]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `python -m vapt <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a command's `main`; user errors are printed without a traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except VaptError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

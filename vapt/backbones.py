@@ -1,0 +1,215 @@
+"""Named backbones -> timm models, pooling, and offline-friendly weight loading."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+
+from vapt.errors import ConfigError, WeightsError
+
+WEIGHT_SUFFIXES = (".npz", ".pth", ".pth.tar", ".pt", ".safetensors")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A named backbone: its timm model, pooling, and where its weights come from."""
+
+    name: str
+    timm_name: str
+    global_pool: str = "token"
+    prompts_in_pool: bool = False
+    on_hub: bool = True
+    weights_hint: str = ""
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            "vit_b16_in21k", "vit_base_patch16_224.orig_in21k",
+            weights_hint="Google's ViT-B_16.npz (ImageNet-21k), or timm's vit_base_patch16_224.orig_in21k",
+        ),
+        BackboneSpec(
+            "vit_l16_in21k", "vit_large_patch16_224.orig_in21k",
+            weights_hint="Google's ViT-L_16.npz (ImageNet-21k), or timm's vit_large_patch16_224.orig_in21k",
+        ),
+        BackboneSpec(
+            "vit_h14_in21k", "vit_huge_patch14_224.orig_in21k",
+            weights_hint="Google's ViT-H_14.npz (ImageNet-21k), or timm's vit_huge_patch14_224.orig_in21k",
+        ),
+        BackboneSpec(
+            "vit_b16_mae", "vit_base_patch16_224.mae", global_pool="avg", prompts_in_pool=True,
+            weights_hint="MAE's mae_pretrain_vit_base.pth, or timm's vit_base_patch16_224.mae",
+        ),
+        BackboneSpec(
+            "vit_b16_mocov3", "vit_base_patch16_224", on_hub=False,
+            weights_hint="MoCo v3's released linear-vit-b-300ep.pth.tar (the 'module.' prefix is stripped)",
+        ),
+        BackboneSpec(
+            "vit_test", "vit_test", on_hub=False,
+            weights_hint="a checkpoint of the tiny test ViT (32 px, patch 4, depth 4, width 64)",
+            timm_kwargs=dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
+        ),
+    )
+}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """The spec of a named backbone; any other timm ViT name is accepted as is (CLS pooling)."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    if timm.is_model(name):
+        return BackboneSpec(name, name, weights_hint=f"timm's {name}")
+    raise ConfigError(
+        f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)} or a timm model name "
+        f"(e.g. vit_small_patch16_224.augreg_in21k)"
+    )
+
+
+def create_backbone(name: str, pretrained: bool = False, weights: str | os.PathLike | None = None) -> tuple[
+        VisionTransformer, BackboneSpec]:
+    """A timm VisionTransformer without classifier; weights from the hub (`pretrained`) or a local file."""
+    spec = backbone_spec(name)
+    if pretrained and weights is not None:
+        raise ConfigError("pass either pretrained=True (hub) or weights=PATH (local file), not both")
+    if weights is not None:
+        path = _check_weights_file(spec, weights)
+    model = _build(spec)
+    if weights is not None:
+        load_weights_file(model, path, spec)
+    elif pretrained:
+        _load_from_hub(model, spec)
+    return model, spec
+
+
+def _build(spec: BackboneSpec) -> VisionTransformer:
+    if spec.name == "vit_test":
+        model = VisionTransformer(num_classes=0, global_pool=spec.global_pool, **spec.timm_kwargs)
+    else:
+        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, global_pool=spec.global_pool,
+                                  **spec.timm_kwargs)
+    if not isinstance(model, VisionTransformer):
+        raise ConfigError(
+            f"backbone {spec.name!r} builds a {type(model).__name__}; PromptedViT needs a timm VisionTransformer "
+            f"(for Swin use vapt.swin)"
+        )
+    return model
+
+
+def _check_weights_file(spec: BackboneSpec, weights: str | os.PathLike) -> Path:
+    path = Path(weights).expanduser()
+    expected = f"a {'/'.join(WEIGHT_SUFFIXES)} checkpoint for {spec.name} ({spec.timm_name}): {spec.weights_hint}"
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} not found; expected {expected}")
+    if not str(path).endswith(WEIGHT_SUFFIXES):
+        raise WeightsError(f"weights file {str(path)!r} has an unknown format; expected {expected}")
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a `.pth` / `.pth.tar` / `.pt` / `.safetensors` checkpoint, unwrapped and prefix-stripped."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle errors carry no file name
+            raise WeightsError(f"could not read weights file {path!r} as a PyTorch checkpoint: {err}") from err
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {path!r} holds a {type(state).__name__}, expected a state dict")
+    for prefix in ("module.base_encoder.", "module.", "base_encoder."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_weights_file(model: VisionTransformer, path: str | os.PathLike, spec: BackboneSpec) -> None:
+    """Load a local checkpoint into `model`; the classifier and a fresh fc_norm are left as they are."""
+    path = str(path)
+    if path.endswith(".npz"):
+        reference = _build(spec)
+        try:
+            reference.load_pretrained(path)
+        except Exception as err:
+            raise WeightsError(f"could not load {path!r} as a Google ViT .npz checkpoint: {err}") from err
+        state = reference.state_dict()
+    else:
+        state = checkpoint_filter_fn(read_state_dict(path), model)
+    load_backbone_state(model, state, source=path)
+
+
+def load_backbone_state(model: VisionTransformer, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load backbone tensors; every backbone parameter except the head and fc_norm must be present."""
+    skip = ("head.", "fc_norm.")
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(skip) and k in own}
+    wrong = [k for k, v in state.items() if v.shape != own[k].shape]
+    missing = [k for k in own if not k.startswith(skip) and k not in state]
+    if wrong or missing:
+        details = []
+        if missing:
+            details.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+        if wrong:
+            details.append(
+                "shape mismatch for " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                                                  for k in wrong[:3])
+            )
+        raise WeightsError(f"weights in {source!r} do not fit this backbone: {'; '.join(details)}")
+    model.load_state_dict(state, strict=False)
+
+
+def _hub_host() -> str:
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or ""
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        with socket.create_connection((_hub_host(), 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_from_hub(model: VisionTransformer, spec: BackboneSpec) -> None:
+    hint = f"pass weights=PATH (--weights PATH) to a local copy of {spec.weights_hint}"
+    if not spec.on_hub:
+        raise WeightsError(f"backbone {spec.name!r} has no weights on the timm hub; {hint}")
+    from huggingface_hub import constants
+
+    online = _hub_reachable()
+    previous = constants.HF_HUB_OFFLINE
+    if not online:
+        constants.HF_HUB_OFFLINE = True
+    try:
+        source = timm.create_model(spec.timm_name, pretrained=True, num_classes=0)
+    except Exception as err:
+        where = "the hub" if online else f"the local cache (no connection to {_hub_host()})"
+        raise WeightsError(f"could not load pretrained weights for {spec.name!r} ({spec.timm_name}) from {where}: "
+                           f"{type(err).__name__}; {hint}") from err
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+    load_backbone_state(model, source.state_dict(), source=f"timm hub {spec.timm_name}")
+
+
