@@ -1,0 +1,95 @@
+"""FGVC datasets in the VPT JSON layout: `<root>/<dataset>/{train,val,test}.json`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vapt.data.images import ImageListDataset, check_label
+from vapt.errors import DataLayoutError
+
+# folder name -> (group, number of classes); PROTOCOL.md §1.
+FGVC_DATASETS: dict[str, tuple[str, int]] = {
+    "cub": ("fgvc", 200),
+    "nabirds": ("fgvc", 555),
+    "oxford_flowers": ("fgvc", 102),
+    "stanford_dogs": ("fgvc", 120),
+    "stanford_cars": ("fgvc", 196),
+}
+# folder name -> the dataset's usual title, for tables and figures.
+FGVC_TITLES: dict[str, str] = {
+    "cub": "CUB-200-2011",
+    "nabirds": "NABirds",
+    "oxford_flowers": "Oxford Flowers",
+    "stanford_dogs": "Stanford Dogs",
+    "stanford_cars": "Stanford Cars",
+}
+FGVC_SPLITS: tuple[str, ...] = ("train", "val", "test")
+FGVC_LAYOUT = (
+    "<root>/<dataset>/{train,val,test}.json, each a JSON object "
+    '{"<image path relative to the dataset folder>": <integer class id>, ...}'
+)
+
+
+def fgvc_dataset_dir(root: str | Path, name: str) -> Path:
+    """The folder of one FGVC dataset under a data root."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataLayoutError(f"data root {root} does not exist or is not a folder; expected {FGVC_LAYOUT}")
+    folder = root / name
+    if not folder.is_dir():
+        raise DataLayoutError(f"FGVC dataset folder {folder} does not exist; expected {FGVC_LAYOUT}")
+    return folder
+
+
+def read_fgvc_split(dataset_dir: Path, split: str, num_classes: int) -> list[tuple[Path, int]]:
+    """Parse and validate one JSON split: syntax, label type and range, and every image file."""
+    split_file = dataset_dir / f"{split}.json"
+    if not split_file.is_file():
+        raise DataLayoutError(f"split file {split_file} does not exist; expected {FGVC_LAYOUT}")
+    try:
+        entries = json.loads(split_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataLayoutError(
+            f"{split_file}, line {err.lineno}: malformed JSON ({err.msg}); expected {FGVC_LAYOUT}"
+        ) from None
+    if not isinstance(entries, dict) or not entries:
+        raise DataLayoutError(f"{split_file}: expected a non-empty JSON object; expected {FGVC_LAYOUT}")
+    samples: list[tuple[Path, int]] = []
+    for relative, label in entries.items():
+        where = f"{split_file}, entry {relative!r}"
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise DataLayoutError(f"{where}: label {label!r} is not an integer class id")
+        check_label(label, num_classes, where, FGVC_LAYOUT)
+        path = dataset_dir / relative
+        if not path.is_file():
+            raise DataLayoutError(f"{where}: image file {path} does not exist")
+        samples.append((path, label))
+    return samples
+
+
+class FGVCDataset(ImageListDataset):
+    """One split of an FGVC dataset, validated eagerly at construction."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        name: str,
+        split: str,
+        transform: Callable[[Any], Any] | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        if split not in FGVC_SPLITS:
+            raise DataLayoutError(f"unknown FGVC split {split!r}; expected one of {', '.join(FGVC_SPLITS)}")
+        if num_classes is None:
+            if name not in FGVC_DATASETS:
+                raise DataLayoutError(
+                    f"unknown FGVC dataset {name!r} and no number of classes given; "
+                    f"known datasets: {', '.join(FGVC_DATASETS)}"
+                )
+            num_classes = FGVC_DATASETS[name][1]
+        self.name, self.split = name, split
+        self.dataset_dir = fgvc_dataset_dir(root, name)
+        super().__init__(read_fgvc_split(self.dataset_dir, split, num_classes), num_classes, transform)

@@ -1,0 +1,36 @@
+"""The preprocessing of PROTOCOL.md §2 as torchvision transforms, at any input size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision import transforms as T
+
+from vapt.errors import ConfigError
+
+BENCHMARKS: tuple[str, ...] = ("vtab1k", "fgvc")
+
+
+def build_transform(
+    benchmark: str,
+    train: bool,
+    image_size: int = 224,
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
+) -> T.Compose:
+    """Preprocessing for a benchmark: VTAB resizes without augmentation; FGVC crops (random when training).
+
+    FGVC resizes the short side to image_size * 256 / 224 (256 at 224 px) before cropping.
+    """
+    if benchmark not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+    finish = [T.ToTensor(), T.Normalize(mean, std)]
+    if benchmark == "vtab1k":
+        return T.Compose([T.Resize((image_size, image_size), T.InterpolationMode.BILINEAR), *finish])
+    resize = T.Resize(round(image_size * 256 / 224), T.InterpolationMode.BILINEAR)
+    if train:
+        return T.Compose([resize, T.RandomCrop(image_size), T.RandomHorizontalFlip(), *finish])
+    return T.Compose([resize, T.CenterCrop(image_size), *finish])

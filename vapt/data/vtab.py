@@ -1,0 +1,109 @@
+"""VTAB-1K in its pre-split layout: `<root>/vtab-1k/<task>/{train800,val200,train800val200,test}.txt`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vapt.data.images import ImageListDataset, check_label
+from vapt.errors import DataLayoutError
+
+# task -> (group, number of classes); PROTOCOL.md §1 (KITTI uses its 4 classes).
+VTAB_TASKS: dict[str, tuple[str, int]] = {
+    "cifar": ("natural", 100),
+    "caltech101": ("natural", 102),
+    "dtd": ("natural", 47),
+    "oxford_flowers102": ("natural", 102),
+    "oxford_iiit_pet": ("natural", 37),
+    "svhn": ("natural", 10),
+    "sun397": ("natural", 397),
+    "patch_camelyon": ("specialized", 2),
+    "eurosat": ("specialized", 10),
+    "resisc45": ("specialized", 45),
+    "diabetic_retinopathy": ("specialized", 5),
+    "clevr_count": ("structured", 8),
+    "clevr_dist": ("structured", 6),
+    "dmlab": ("structured", 6),
+    "kitti": ("structured", 4),
+    "dsprites_loc": ("structured", 16),
+    "dsprites_ori": ("structured", 16),
+    "smallnorb_azi": ("structured", 18),
+    "smallnorb_ele": ("structured", 9),
+}
+VTAB_GROUPS: tuple[str, ...] = ("natural", "specialized", "structured")
+VTAB_SPLITS: tuple[str, ...] = ("train800", "val200", "train800val200", "test")
+VTAB_LAYOUT = (
+    "<root>/vtab-1k/<task>/{train800,val200,train800val200,test}.txt, each line "
+    "'<image path relative to the task folder> <integer label>'"
+)
+
+
+def vtab_task_dir(root: str | Path, task: str) -> Path:
+    """The folder of one VTAB-1K task under a data root (`<root>/vtab-1k/<task>`, or `<root>/<task>`)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataLayoutError(f"data root {root} does not exist or is not a folder; expected {VTAB_LAYOUT}")
+    for candidate in (root / "vtab-1k" / task, root / task):
+        if candidate.is_dir():
+            return candidate
+    raise DataLayoutError(
+        f"VTAB-1K task folder {root / 'vtab-1k' / task} does not exist; expected {VTAB_LAYOUT}"
+    )
+
+
+def read_vtab_split(task_dir: Path, split: str, num_classes: int) -> list[tuple[Path, int]]:
+    """Parse and validate one split file: every line, label range and image file is checked."""
+    split_file = task_dir / f"{split}.txt"
+    if not split_file.is_file():
+        raise DataLayoutError(f"split file {split_file} does not exist; expected {VTAB_LAYOUT}")
+    samples: list[tuple[Path, int]] = []
+    with open(split_file, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{split_file}, line {number}"
+            parts = line.strip().rsplit(maxsplit=1)
+            try:
+                if len(parts) != 2:
+                    raise ValueError(line)
+                relative, label = parts[0], int(parts[1])
+            except ValueError:
+                raise DataLayoutError(
+                    f"{where}: malformed line {line.strip()!r}; expected '<image path> <integer label>'"
+                ) from None
+            check_label(label, num_classes, where, VTAB_LAYOUT)
+            path = task_dir / relative
+            if not path.is_file():
+                raise DataLayoutError(f"{where}: image file {path} does not exist")
+            samples.append((path, label))
+    if not samples:
+        raise DataLayoutError(f"split file {split_file} has no samples; expected {VTAB_LAYOUT}")
+    return samples
+
+
+class VTABDataset(ImageListDataset):
+    """One split of a VTAB-1K task, validated eagerly at construction."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        task: str,
+        split: str,
+        transform: Callable[[Any], Any] | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        if split not in VTAB_SPLITS:
+            raise DataLayoutError(
+                f"unknown VTAB-1K split {split!r}; expected one of {', '.join(VTAB_SPLITS)}"
+            )
+        if num_classes is None:
+            if task not in VTAB_TASKS:
+                raise DataLayoutError(
+                    f"unknown VTAB-1K task {task!r} and no number of classes given; "
+                    f"known tasks: {', '.join(VTAB_TASKS)}"
+                )
+            num_classes = VTAB_TASKS[task][1]
+        self.task, self.split = task, split
+        self.task_dir = vtab_task_dir(root, task)
+        super().__init__(read_vtab_split(self.task_dir, split, num_classes), num_classes, transform)
