@@ -13,7 +13,6 @@ import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-
 from vapt.errors import ConfigError, WeightsError
 
 WEIGHT_SUFFIXES = (".npz", ".pth", ".pth.tar", ".pt", ".safetensors")
@@ -82,18 +81,18 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | os.PathL
     spec = backbone_spec(name)
     if pretrained and weights is not None:
         raise ConfigError("pass either pretrained=True (hub) or weights=PATH (local file), not both")
-    if weights is not None:
-        path = _check_weights_file(spec, weights)
+    path = _check_weights_file(spec, weights) if weights is not None else None
+    hub_state = _hub_state_dict(spec) if pretrained else None
     model = _build(spec)
-    if weights is not None:
+    if path is not None:
         load_weights_file(model, path, spec)
-    elif pretrained:
-        _load_from_hub(model, spec)
+    elif hub_state is not None:
+        load_backbone_state(model, hub_state, source=f"timm hub {spec.timm_name}")
     return model, spec
 
 
 def _build(spec: BackboneSpec) -> VisionTransformer:
-    if spec.name == "vit_test":
+    if not timm.is_model(spec.timm_name):  # architectures defined here, e.g. the tiny `vit_test`
         model = VisionTransformer(num_classes=0, global_pool=spec.global_pool, **spec.timm_kwargs)
     else:
         model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, global_pool=spec.global_pool,
@@ -192,13 +191,30 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _load_from_hub(model: VisionTransformer, spec: BackboneSpec) -> None:
+def _in_hub_cache(timm_name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        return False
+    files = ("model.safetensors", "pytorch_model.bin", getattr(cfg, "hf_hub_filename", None))
+    return any(f and isinstance(try_to_load_from_cache(hub_id, f), str) for f in files)
+
+
+def _hub_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    """Backbone tensors from the timm hub (or its local cache when there is no connection)."""
     hint = f"pass weights=PATH (--weights PATH) to a local copy of {spec.weights_hint}"
     if not spec.on_hub:
         raise WeightsError(f"backbone {spec.name!r} has no weights on the timm hub; {hint}")
     from huggingface_hub import constants
 
     online = _hub_reachable()
+    if not online and not _in_hub_cache(spec.timm_name):
+        raise WeightsError(
+            f"no connection to {_hub_host()} and {spec.timm_name} is not in the local Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); {hint}"
+        )
     previous = constants.HF_HUB_OFFLINE
     if not online:
         constants.HF_HUB_OFFLINE = True
@@ -210,6 +226,6 @@ def _load_from_hub(model: VisionTransformer, spec: BackboneSpec) -> None:
                            f"{type(err).__name__}; {hint}") from err
     finally:
         constants.HF_HUB_OFFLINE = previous
-    load_backbone_state(model, source.state_dict(), source=f"timm hub {spec.timm_name}")
+    return source.state_dict()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from vapt.errors import ConfigError
 
@@ -105,7 +105,7 @@ class VAPTConfig:
         return cls(**base)
 
 
-MethodConfig = Union[LinearConfig, FullConfig, VPTConfig, VAPTConfig]
+MethodConfig = LinearConfig | FullConfig | VPTConfig | VAPTConfig
 METHODS = ("linear", "full", "vpt_shallow", "vpt_deep", "vapt")
 
 
