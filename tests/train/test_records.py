@@ -1,0 +1,68 @@
+"""Result records -> long-format frame: one row per (run, split), with the registry's groups."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from vapt.errors import DataLayoutError
+from vapt.records import COLUMNS, load_results
+from vapt.train import TrainConfig, run_dir, run_id, train, write_json_atomic
+
+
+def _write(out: Path, status: str = "finished", **fields: object) -> TrainConfig:
+    values = dict(backbone="vit_b16_in21k", method="vapt", data="vtab1k/dsprites_loc", data_root="d", out=str(out),
+                  num_tokens=10, seed=44, lr=2.5, wd=0.0001)
+    values.update(fields)
+    config = TrainConfig(**values).resolved()
+    scores = {s: 50.0 + i for i, s in enumerate(config.eval_splits)} if status == "finished" else {}
+    write_json_atomic(run_dir(config) / "result.json", {
+        "run_id": run_id(config), "config": config.to_dict(), "final": scores, "status": status,
+        "method_config": {"method": config.method, "num_tokens": config.num_tokens},
+        "params": {"prompt": 100, "head": 10, "backbone": 1000, "trainable": 110}, "wall_time_s": 3.5})
+    return config
+
+
+def test_one_row_per_run_and_split(tmp_path: Path) -> None:
+    _write(tmp_path)
+    _write(tmp_path, data="fgvc/stanford_cars", method="vpt_shallow", num_tokens=5)
+    _write(tmp_path, lr=50, status="failed")
+    frame = load_results(tmp_path)
+    assert list(frame.columns) == list(COLUMNS) and len(frame) == 4
+    cars = frame[frame["task"] == "stanford_cars"].set_index("split")
+    assert list(cars.index) == ["val", "test"] and cars.loc["test", "value"] == 51.0
+    assert (cars["group"] == "fgvc").all() and (cars["benchmark"] == "fgvc").all()
+    assert (cars["train_split"] == "train").all() and (cars["num_tokens"] == 5).all()
+    dsprites = frame[(frame["task"] == "dsprites_loc") & (frame["status"] == "finished")].iloc[0]
+    expected = dict(group="structured", benchmark="vtab1k", split="val200", seed=44, lr=2.5, wd=0.0001,
+                    metric="top1", value=50.0, trainable_params=110, prompt_params=100, backbone_params=1000,
+                    wall_time_s=3.5, fraction=1.0, epochs=100, method="vapt", backbone="vit_b16_in21k")
+    assert {k: dsprites[k] for k in expected} == expected
+    prefix = "vtab1k-dsprites_loc/vit_b16_in21k/vapt_num_tokens10"
+    assert dsprites["run_id"] == f"{prefix}/train800-val200/lr2.5_wd0.0001_s44"
+    failed = frame[frame["status"] == "failed"].iloc[0]
+    assert failed["lr"] == 50 and math.isnan(failed["value"])
+
+
+def test_real_run_records_load(data_root: Path, tmp_path: Path) -> None:
+    train(TrainConfig("vit_test", "linear", "fgvc/cub", str(data_root), out=str(tmp_path), epochs=1, device="cpu"))
+    frame = load_results(tmp_path)
+    assert sorted(frame["split"]) == ["test", "val"] and frame["value"].between(0, 100).all()
+    assert frame["prompt_params"].eq(0).all() and frame["num_tokens"].isna().all()
+    assert (frame["trainable_params"] == frame["head_params"]).all()
+
+
+def test_empty_and_bad_inputs(tmp_path: Path) -> None:
+    assert load_results(tmp_path).empty and list(load_results(tmp_path).columns) == list(COLUMNS)
+    with pytest.raises(DataLayoutError, match="runs folder .*nowhere does not exist"):
+        load_results(tmp_path / "nowhere")
+    bad = tmp_path / "x" / "result.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    with pytest.raises(DataLayoutError, match=r"x/result\.json cannot be read as JSON"):
+        load_results(tmp_path)
+    bad.write_text('{"config": {"backbone": "b"}}')
+    with pytest.raises(DataLayoutError, match="config lacks method, data"):
+        load_results(tmp_path)
