@@ -4,7 +4,7 @@ VTAB-1K: every (lr, wd) of the grid trains on train800 and is scored on val200; 
 val200 top-1 wins (ties -> the smaller lr, then the smaller wd); that setting is retrained on
 train800val200 with seeds 42, 44, 82, 100, 800 and evaluated on test.
 
-FGVC: the grid trains on train and is chosen on **val**, never on test. (The authors' FGVC script
+FGVC: the grid trains on train and is chosen on val, never on test. (The authors' FGVC script
 chose the setting by test accuracy, which leaks the test set into model selection; we do not copy
 that.) The final runs train on train with the five seeds; their test top-1 is reported.
 

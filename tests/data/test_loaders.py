@@ -159,3 +159,11 @@ def test_custom_task_with_explicit_classes(data_root: Path) -> None:
     spec = parse_data("vtab1k/digits", num_classes=10)
     assert spec.group == "custom"
     assert len(build_dataset(spec, data_root, "train800", image_size=32)) == 40
+
+
+def test_fgvc_paths_relative_to_an_images_folder(data_root: Path) -> None:
+    split = data_root / "cub/test.json"
+    entries = json.loads(split.read_text())
+    split.write_text(json.dumps({k.removeprefix("images/"): v for k, v in entries.items()}))
+    data = FGVCDataset(data_root, "cub", "test")
+    assert [p for p, _ in data.samples] == [data_root / "cub" / k for k in entries]

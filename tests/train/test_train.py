@@ -214,3 +214,21 @@ def test_wall_time_accumulates_over_resumes(data_root: Path, tmp_path: Path) -> 
     time.sleep(0.01)
     second = train(config)
     assert second["wall_time_s"] >= first["wall_time_s"] > 0
+
+
+def test_custom_task_written_from_arrays_trains(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    from vapt.data.fixtures import write_vtab_task
+
+    digits = load_digits()
+    keep = digits.target >= 7  # three held-out digit classes, relabelled 0..2
+    images, labels = digits.images[keep] / 16.0, (digits.target[keep] - 7).tolist()
+    splits = {"train800": (images[:12], labels[:12]), "val200": (images[12:18], labels[12:18]),
+              "test": (images[18:24], labels[18:24])}
+    write_vtab_task(tmp_path / "data", "digits_789", splits)
+    config = TrainConfig("vit_test", "linear", "vtab1k/digits_789", str(tmp_path / "data"), out=str(tmp_path),
+                         epochs=1, num_classes=3, train_split="train800val200", device="cpu")
+    record = train(config)
+    assert record["status"] == "finished" and record["samples"] == {"train": 18, "test": 6}
+    assert record["params"]["head"] == 64 * 3 + 3

@@ -1,4 +1,8 @@
-"""FGVC datasets in the VPT JSON layout: `<root>/<dataset>/{train,val,test}.json`."""
+"""FGVC datasets in the VPT JSON layout: `<root>/<dataset>/{train,val,test}.json`.
+
+Image paths in the JSON files are relative to the dataset folder; paths written relative to an
+`images/` or `Images/` subfolder (as in some VPT releases) are found too.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ FGVC_TITLES: dict[str, str] = {
     "stanford_cars": "Stanford Cars",
 }
 FGVC_SPLITS: tuple[str, ...] = ("train", "val", "test")
+# where image paths are looked up, in order: the dataset folder, then the image folders of the VPT releases.
+IMAGE_FOLDERS: tuple[str, ...] = ("", "images", "Images")
 FGVC_LAYOUT = (
     "<root>/<dataset>/{train,val,test}.json, each a JSON object "
     '{"<image path relative to the dataset folder>": <integer class id>, ...}'
@@ -63,9 +69,12 @@ def read_fgvc_split(dataset_dir: Path, split: str, num_classes: int) -> list[tup
         if isinstance(label, bool) or not isinstance(label, int):
             raise DataLayoutError(f"{where}: label {label!r} is not an integer class id")
         check_label(label, num_classes, where, FGVC_LAYOUT)
-        path = dataset_dir / relative
-        if not path.is_file():
-            raise DataLayoutError(f"{where}: image file {path} does not exist")
+        path = next((p for p in (dataset_dir / sub / relative for sub in IMAGE_FOLDERS) if p.is_file()), None)
+        if path is None:
+            raise DataLayoutError(
+                f"{where}: image file {dataset_dir / relative} does not exist (nor under "
+                f"{', '.join(repr(s) for s in IMAGE_FOLDERS if s)})"
+            )
         samples.append((path, label))
     return samples
 

@@ -1,4 +1,8 @@
-"""VTAB-1K in its pre-split layout: `<root>/vtab-1k/<task>/{train800,val200,train800val200,test}.txt`."""
+"""VTAB-1K in its pre-split layout: `<root>/vtab-1k/<task>/{train800,val200,train800val200,test}.txt`.
+
+Widely shared copies of this layout were re-encoded as JPEG, which can move accuracy slightly
+against the TFDS originals; results record which copy was used only through `data_root`.
+"""
 
 from __future__ import annotations
 
