@@ -1,0 +1,362 @@
+"""Efficiency benchmark: training-step time, evaluation throughput, peak memory, FLOPs and parameters per method.
+
+Every method is measured in its own worker process (forked from a server process that has only imported
+the library), so one method's memory peak cannot hide another's. Peak memory is, on CUDA, the allocator's
+`torch.cuda.max_memory_allocated` over the training steps; on CPU, the worker's peak resident memory
+(VmHWM) over model building and the training steps minus its resident memory before the model was built.
+Both therefore count weights, activations, gradients and optimizer state, but not the PyTorch runtime.
+FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` on one forward pass of one image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from vapt.backbones import backbone_spec, create_backbone
+from vapt.config import METHODS, method_config
+from vapt.errors import ConfigError
+from vapt.prompted import PromptedModel, PromptedViT, count_parameters
+from vapt.swin import PromptedSwin, create_swin_backbone, is_swin_backbone
+
+COLUMNS = ("method", "step_time_s", "eval_images_per_s", "peak_memory_mb", "gflops_per_image", "trainable_params")
+DETAILS = ("image_size", "cpu_threads")  # reported with the table, not written to the CSV
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to measure: backbone, input, number of prompts, device, precision and step counts."""
+
+    backbone: str = "vit_test"
+    batch: int = 4
+    num_tokens: int = 10
+    device: str = "cpu"
+    image_size: int | None = None
+    steps: int = 5
+    warmup: int = 1
+    dtype: str = "fp32"
+    recompute: bool = False
+    num_classes: int = 10
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "num_tokens", "steps", "num_classes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"warmup must be an integer >= 0, got {self.warmup!r}")
+        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
+            raise ConfigError(f"image_size must be a positive integer or None, got {self.image_size!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be cpu or cuda (or cuda:N), got {self.device!r}")
+
+
+def method_overrides(method: str, settings: BenchSettings) -> dict[str, Any]:
+    """Config overrides of a method for these settings (number of prompts, recomputation for VAPT)."""
+    if method in ("vpt_shallow", "vpt_deep"):
+        return {"num_tokens": settings.num_tokens}
+    if method == "vapt":
+        return {"num_tokens": settings.num_tokens, "recompute": settings.recompute}
+    return {}
+
+
+def build_model(settings: BenchSettings, method: str) -> PromptedModel:
+    """The benchmarked model: a ViT (named or timm) or a Swin backbone, at `settings.image_size` if given."""
+    config = method_config(method, **method_overrides(method, settings))
+    if is_swin_backbone(settings.backbone):
+        backbone, _ = create_swin_backbone(settings.backbone)
+        _resize(backbone, settings.image_size)
+        return PromptedSwin(backbone, config, settings.num_classes)
+    backbone, spec = create_backbone(settings.backbone)
+    _resize(backbone, settings.image_size)
+    return PromptedViT(backbone, config, settings.num_classes, prompts_in_pool=spec.prompts_in_pool)
+
+
+def _resize(backbone: torch.nn.Module, image_size: int | None) -> None:
+    if image_size is not None and int(backbone.patch_embed.img_size[0]) != image_size:
+        backbone.set_input_size(img_size=(image_size, image_size))
+
+
+def native_image_size(model: PromptedModel) -> int:
+    """The square input size a prompted model is built for."""
+    return int(model.backbone.patch_embed.img_size[0])
+
+
+def count_flops(model: torch.nn.Module, images: Tensor) -> int:
+    """FLOPs of one forward pass in eval mode, attention included on every device."""
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+    def attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    mapping = {cpu_attention: attention_flops} if cpu_attention is not None else {}
+    was_training = model.training
+    model.eval()
+    try:
+        # not under no_grad: the counter's module tracker fails on parameters viewed without autograd
+        with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+            model(images)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@contextlib.contextmanager
+def _cpu_peak_memory() -> Iterator[Callable[[], float]]:
+    """Yield a function giving the rise of peak resident memory (MiB) since entering (Linux /proc)."""
+    status = Path("/proc/self/status")
+
+    def read(field: str) -> int:
+        match = re.search(rf"^{field}:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+        if match is None:
+            raise ConfigError(f"cannot measure CPU memory: no {field} in {status}")
+        return int(match.group(1))
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current resident size
+    except OSError:
+        pass
+    start = read("VmRSS")
+    yield lambda: max(read("VmHWM") - start, 0) / 1024
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn: Callable[[], None], device: torch.device, steps: int, warmup: int) -> float:
+    times = []
+    for i in range(warmup + steps):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_method(settings: BenchSettings, method: str) -> dict[str, Any]:
+    """Measure one method in this process: one row of the benchmark table."""
+    device = torch.device(settings.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {settings.device!r} requested but CUDA is not available here")
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    autocast = (torch.autocast(device.type, dtype=DTYPES[settings.dtype]) if settings.dtype != "fp32"
+                else contextlib.nullcontext())
+    with _cpu_peak_memory() as cpu_peak:
+        torch.manual_seed(0)
+        model = build_model(settings, method).to(device)
+        size = native_image_size(model)
+        images = torch.randn(settings.batch, 3, size, size, device=device)
+        labels = torch.randint(0, settings.num_classes, (settings.batch,), device=device)
+        flops = count_flops(model, images[:1])
+        trainable = count_parameters(model)["trainable"]
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        def train_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+
+        model.train()
+        step_time = _median_time(train_step, device, settings.steps, settings.warmup)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else cpu_peak()
+
+    def eval_step() -> None:
+        with torch.no_grad(), autocast:
+            model(images)
+
+    model.eval()
+    eval_time = _median_time(eval_step, device, settings.steps, settings.warmup)
+    return {
+        "method": method,
+        "step_time_s": step_time,
+        "eval_images_per_s": settings.batch / eval_time,
+        "peak_memory_mb": peak,
+        "gflops_per_image": flops / 1e9,
+        "trainable_params": trainable,
+        "image_size": size,
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+RESULT_TAG = "vapt-bench-result "
+
+
+def serve() -> None:
+    """Worker server: read one JSON job per stdin line, measure it in a forked child, reply on stdout.
+
+    The server only imports the library and never computes, so every forked child starts clean.
+    """
+    for line in sys.stdin:
+        job = json.loads(line)
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            try:
+                reply = {"ok": measure_method(BenchSettings(**job["settings"]), job["method"])}
+            except BaseException:  # reported by the parent with the method's name
+                reply = {"error": traceback.format_exc()}
+            with os.fdopen(write_fd, "w") as pipe:
+                pipe.write(json.dumps(reply))
+            os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if not data:
+            data = json.dumps({"error": f"the worker process ended (wait status {status}) before sending a result"})
+        sys.stdout.write(RESULT_TAG + data + "\n")
+        sys.stdout.flush()
+
+
+def _reply(server: subprocess.Popen) -> dict[str, Any]:
+    for line in server.stdout:
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+        sys.stderr.write(line)
+    return {"error": f"the worker server exited with code {server.wait()}"}
+
+
+def run_bench(settings: BenchSettings, methods: list[str]) -> pd.DataFrame:
+    """Measure each method in a fresh worker process; one row per method, columns `COLUMNS` + `DETAILS`."""
+    for method in methods:
+        if method not in METHODS:
+            raise ConfigError(f"unknown method {method!r}; expected some of {', '.join(METHODS)}")
+    server = subprocess.Popen([sys.executable, "-c", "from vapt.bench import serve; serve()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    rows = []
+    try:
+        for method in methods:
+            server.stdin.write(json.dumps({"settings": dataclasses.asdict(settings), "method": method}) + "\n")
+            server.stdin.flush()
+            reply = _reply(server)
+            if "ok" not in reply:
+                raise RuntimeError(f"benchmark of {method!r} on {settings.backbone!r} failed: {reply['error']}")
+            rows.append(reply["ok"])
+    finally:
+        server.stdin.close()
+        server.wait()
+    return pd.DataFrame(rows, columns=[*COLUMNS, *DETAILS])
+
+
+def ratios(table: pd.DataFrame, reference: str) -> pd.DataFrame | None:
+    """Every measure divided by the `reference` method's (None when the reference was not measured)."""
+    if reference not in set(table["method"]):
+        return None
+    values = table.set_index("method")[list(COLUMNS[1:])].astype(float)
+    return values / values.loc[reference]
+
+
+def format_report(table: pd.DataFrame, settings: BenchSettings) -> str:
+    """The printed report: settings, the measured table and ratio tables to vpt_deep and full."""
+    memory = "CUDA max_memory_allocated" if settings.device.startswith("cuda") else "CPU peak RSS rise"
+    first = table.iloc[0]
+    lines = [
+        f"backbone {settings.backbone}, batch {settings.batch}, {int(first['image_size'])} px, "
+        f"Np {settings.num_tokens}, {settings.device} {settings.dtype}, {int(first['cpu_threads'])} CPU threads, "
+        f"recompute {'on' if settings.recompute else 'off'}, "
+        f"median of {settings.steps} steps after {settings.warmup} warm-up; memory: {memory}",
+        "",
+        table[list(COLUMNS)].to_string(index=False, float_format=lambda v: f"{v:.4g}"),
+    ]
+    for reference in ("vpt_deep", "full"):
+        relative = ratios(table, reference)
+        if relative is not None:
+            lines += ["", f"ratio to {reference}:", relative.to_string(float_format=lambda v: f"{v:.3f}")]
+    return "\n".join(lines)
+
+
+def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the table with columns `COLUMNS` to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        table[list(COLUMNS)].to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | None]:
+    """Settings, methods and output path from the command line."""
+    parser = argparse.ArgumentParser(prog="python -m vapt bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="vit_test", help="named ViT or Swin backbone, or a timm name")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from " + ",".join(METHODS))
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--num-tokens", type=int, default=10, help="prompts per block (Np)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: native)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="autocast precision")
+    parser.add_argument("--recompute", action="store_true", help="VAPT: recompute adaptive prompts in backward")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: PyTorch's)")
+    parser.add_argument("--out", default=None, help="write the table to this CSV file")
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError(f"--methods needs at least one of {', '.join(METHODS)}, got {args.methods!r}")
+    settings = BenchSettings(
+        backbone=args.backbone, batch=args.batch, num_tokens=args.num_tokens, device=args.device,
+        image_size=args.image_size, steps=args.steps, warmup=args.warmup, dtype=args.dtype,
+        recompute=args.recompute, threads=args.threads,
+    )
+    return settings, methods, args.out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vapt bench`: measure the methods, print the table and ratios, optionally write a CSV."""
+    settings, methods, out = parse_args(argv)
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {settings.device} requested but CUDA is not available on this machine")
+    if not is_swin_backbone(settings.backbone):
+        backbone_spec(settings.backbone)  # unknown names fail here, before any worker starts
+    table = run_bench(settings, methods)
+    print(format_report(table, settings))
+    if out is not None:
+        write_csv(table, out)
+        print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
