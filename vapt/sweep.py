@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from submitit.helpers import Checkpointable
+
 from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
 from vapt.train import (
@@ -129,6 +131,13 @@ def run_configs(configs: Sequence[TrainConfig]) -> list[str]:
     return lines
 
 
+class RunJob(Checkpointable):
+    """The submitted job: trains its configs in turn; after a timeout or preemption it is requeued and resumes."""
+
+    def __call__(self, configs: Sequence[TrainConfig]) -> list[str]:
+        return run_configs(configs)
+
+
 def _visible_gpus() -> list[int]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
@@ -164,7 +173,7 @@ class Launcher:
 
         if self.executor == "debug":
             executor = submitit.DebugExecutor(folder=self.folder)
-            jobs = [executor.submit(run_configs, [config]) for config in configs]
+            jobs = [executor.submit(RunJob(), [config]) for config in configs]
         elif self.executor == "slurm":
             executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
             options = dict(slurm_partition=self.slurm_partition, slurm_account=self.slurm_account)
@@ -173,7 +182,7 @@ class Launcher:
                 cpus_per_task=self.cpus_per_task, slurm_array_parallelism=self.max_parallel,
                 **{k: v for k, v in options.items() if v},
             )
-            jobs = executor.map_array(run_configs, [[config] for config in configs])
+            jobs = executor.map_array(RunJob(), [[config] for config in configs])
         else:
             gpus = _visible_gpus() if self.gpus is None else list(range(self.gpus))
             slots = len(gpus) or self.workers
@@ -182,7 +191,7 @@ class Launcher:
             for slot in range(min(slots, len(configs))):
                 gpu = dict(gpus_per_node=1, visible_gpus=[gpus[slot]]) if gpus else dict(gpus_per_node=0)
                 executor.update_parameters(timeout_min=self.timeout_min, **gpu)
-                jobs.append(executor.submit(run_configs, list(configs[slot::slots])))
+                jobs.append(executor.submit(RunJob(), list(configs[slot::slots])))
         print(f"submitted {len(configs)} run(s) as {len(jobs)} {self.executor} job(s); logs in {self.folder}")
         for job in jobs:
             try:
@@ -272,8 +281,12 @@ def sweep(
     seeds: Sequence[int] = PAPER_SEEDS,
     grid_seed: int = 42,
     launcher: Launcher | None = None,
+    dry_run: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the protocol for every task; returns (and writes) one selection record per task."""
+    """Run the protocol for every task; returns (and writes) one selection record per task.
+
+    `dry_run` only lists the first stage's runs (done or to do) and returns an empty list.
+    """
     launcher = launcher or Launcher(folder=str(Path(base.out) / ".submitit"))
     if not seeds:
         raise ConfigError("at least one seed is needed for the final runs")
@@ -294,8 +307,19 @@ def sweep(
         records = run_stage([c for cs in configs.values() for c in cs], launcher)
         return {t: [records[run_id(c)] for c in cs] for t, cs in configs.items()}
 
-    grid_records = grid_stage("all" if all(g.anchor_lr is None for g in grids.values()) else "wd")
-    if any(g.anchor_lr is not None for g in grids.values()):
+    fast = any(g.anchor_lr is not None for g in grids.values())
+    if dry_run:
+        stage = "wd" if fast else "all"
+        first = [p.grid_config(lr, wd, grid_seed) for t, p in plans.items() for lr, wd in points(t, stage)]
+        done = [is_done(read_result(run_dir(c) / "result.json")) for c in first]
+        for config, finished in zip(first, done, strict=True):
+            print(f"{'done' if finished else 'todo'} {run_id(config)}")
+        then = "the lr stage at the best wd, then " if fast else ""
+        print(f"{len(plans)} task(s): {len(first)} grid run(s), {sum(done)} already done; "
+              f"then {then}{len(seeds)} final run(s) per task")
+        return []
+    grid_records = grid_stage("wd" if fast else "all")
+    if fast:
         best_wds = {t: select_best(rs, plans[t].select_split)["config"]["wd"] for t, rs in grid_records.items()}
         grid_records = grid_stage("lr", best_wds)
     chosen = {t: select_best(rs, plans[t].select_split) for t, rs in grid_records.items()}
@@ -358,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slurm-account", default=None)
     parser.add_argument("--cpus-per-task", type=int, default=8, help="SLURM CPUs per run")
     parser.add_argument("--max-parallel", type=int, default=64, help="SLURM array parallelism")
+    parser.add_argument("--dry-run", action="store_true", help="list the grid runs (done / to do) and stop")
     args = parser.parse_args(argv)
     base = config_from_args(args, data=expand_tasks(args.data)[0], lr=1.0, wd=0.0)
     launcher = Launcher(
@@ -365,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         timeout_min=args.timeout_min, slurm_partition=args.slurm_partition, slurm_account=args.slurm_account,
         cpus_per_task=args.cpus_per_task, max_parallel=args.max_parallel,
     )
-    sweep(base, args.data, grid=args.grid, seeds=args.seeds, grid_seed=args.grid_seed, launcher=launcher)
+    sweep(base, args.data, grid=args.grid, seeds=args.seeds, grid_seed=args.grid_seed, launcher=launcher,
+          dry_run=args.dry_run)
     return 0
 
 

@@ -145,3 +145,13 @@ def test_runs_that_do_not_finish_stop_the_sweep(tmp_path: Path, monkeypatch: pyt
     assert vapt_main(argv) == 2
     err = capsys.readouterr().err
     assert "error: 1 run(s) did not finish" in err and "lr5_wd0_s42" in err and "run the same command again" in err
+
+
+def test_dry_run_lists_the_grid_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = _base(tmp_path)
+    _fake(TaskPlan.for_task(base, "vtab1k/cifar").grid_config(5, 0.0, 42), {"val200": 1.0})
+    assert sweep(base, ["vtab1k/cifar", "vtab1k/dtd"], grid="paper", dry_run=True) == []
+    out = capsys.readouterr().out
+    assert "2 task(s): 80 grid run(s), 1 already done; then 5 final run(s) per task" in out
+    assert out.count("todo ") == 79 and "done vtab1k-cifar/vit_test/vapt/train800-val200/lr5_wd0_s42" in out
+    assert len(list((tmp_path / "runs").rglob("result.json"))) == 1
