@@ -155,3 +155,55 @@ def test_dry_run_lists_the_grid_and_runs_nothing(tmp_path: Path, capsys: pytest.
     assert "2 task(s): 80 grid run(s), 1 already done; then 5 final run(s) per task" in out
     assert out.count("todo ") == 79 and "done vtab1k-cifar/vit_test/vapt/train800-val200/lr5_wd0_s42" in out
     assert len(list((tmp_path / "runs").rglob("result.json"))) == 1
+
+
+class _FakeJob:
+    def __init__(self, lines: list[str]) -> None:
+        self.job_id, self._lines = "fake", lines
+
+    def result(self) -> list[str]:
+        return self._lines
+
+
+class _FakeLocalExecutor:
+    """Stands in for submitit.LocalExecutor: records parameters and submissions instead of starting processes."""
+
+    submitted: list[tuple[dict[str, Any], list[TrainConfig]]] = []
+
+    def __init__(self, folder: str) -> None:
+        self.parameters: dict[str, Any] = {}
+
+    def update_parameters(self, **kwargs: Any) -> None:
+        self.parameters = dict(kwargs)
+
+    def submit(self, job: Any, configs: list[TrainConfig]) -> _FakeJob:
+        assert isinstance(job, vapt.sweep.RunJob)
+        self.submitted.append((self.parameters, configs))
+        return _FakeJob([run_id(c) for c in configs])
+
+
+def test_local_executor_gives_each_gpu_its_own_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import submitit
+
+    monkeypatch.setattr(submitit, "LocalExecutor", _FakeLocalExecutor)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    _FakeLocalExecutor.submitted = []
+    configs = [_base(tmp_path, lr=lr) for lr in (1, 2, 3, 4, 5)]
+    Launcher("local", folder=str(tmp_path / "sub")).run(configs)
+    (first, chunk_a), (second, chunk_b) = _FakeLocalExecutor.submitted
+    assert first["visible_gpus"] == [2] and second["visible_gpus"] == [5] and first["gpus_per_node"] == 1
+    assert [c.lr for c in chunk_a] == [1, 3, 5] and [c.lr for c in chunk_b] == [2, 4]
+    assert first["timeout_min"] >= 24 * 60
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    _FakeLocalExecutor.submitted = []
+    Launcher("local", folder=str(tmp_path / "sub"), workers=3).run(configs[:2])
+    assert [p["gpus_per_node"] for p, _ in _FakeLocalExecutor.submitted] == [0, 0]
+
+
+def test_jobs_and_configs_pickle_for_submitit(tmp_path: Path) -> None:
+    import cloudpickle
+
+    configs = [_base(tmp_path, method_options=(("kernel_size", 3),))]
+    job, loaded = cloudpickle.loads(cloudpickle.dumps((vapt.sweep.RunJob(), configs)))
+    assert loaded == configs and callable(job)
