@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from vapt.data import FGVC_DATASETS, VTAB_TASKS
+from vapt.data import CUSTOM_GROUP, FGVC_DATASETS, VTAB_TASKS
 from vapt.errors import DataLayoutError
 
 COLUMNS: tuple[str, ...] = (
@@ -22,7 +22,7 @@ COLUMNS: tuple[str, ...] = (
 
 def _group(benchmark: str, task: str) -> str:
     registry = VTAB_TASKS if benchmark == "vtab1k" else FGVC_DATASETS
-    return registry[task][0] if task in registry else "custom"
+    return registry[task][0] if task in registry else CUSTOM_GROUP
 
 
 def _rows(record: dict[str, Any], path: Path, runs_dir: Path) -> list[dict[str, Any]]:

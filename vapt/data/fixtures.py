@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vapt.data import VTAB_SPLITS, parse_data
+from vapt.data.spec import parse_data
+from vapt.data.vtab import VTAB_SPLITS
 from vapt.errors import ConfigError
 
 Arrays = tuple[np.ndarray, Sequence[int]]
