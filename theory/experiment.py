@@ -6,7 +6,9 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -85,8 +87,9 @@ class FitTask:
     center: MixingMeasure | None = field(default=None, compare=False)
 
 
+@lru_cache(maxsize=32)
 def pseudo_true(config: Config, base_seed: int = 0, n: int = 4000, n_starts: int = 6) -> MixingMeasure:
-    """Best approximation of the truth within the fitted family (noiseless least squares)."""
+    """Best approximation of the truth within the fitted family (noiseless least squares, cached)."""
     model_true, G_true = default_truth(config.truth)
     model_fit, _ = default_truth(config.fitted)
     rng = np.random.default_rng(derive_seed(f"pseudo|{config.key}", n, 0, base_seed))
@@ -96,7 +99,8 @@ def pseudo_true(config: Config, base_seed: int = 0, n: int = 4000, n_starts: int
     starts = initial_points(
         center, config.n_atoms, mode="random", regime="misspecified", n=n, n_starts=n_starts, rng=rng
     )
-    result = fit_least_squares(model_fit, X, Y, starts, n_atoms=config.n_atoms, tol=1e-8, max_nfev=300)
+    with _single_blas_thread():
+        result = fit_least_squares(model_fit, X, Y, starts, n_atoms=config.n_atoms, tol=1e-8, max_nfev=300)
     if result.estimate is None:
         raise RuntimeError(f"could not compute the best approximation for {config.key}: {result.message}")
     return result.estimate
@@ -153,8 +157,8 @@ def run_task(task: FitTask) -> dict:
     return row
 
 
-def _worker_init() -> None:
-    """One BLAS thread per worker process: parallelism comes from the pool."""
+def limit_blas_threads() -> None:
+    """Use one BLAS thread in this process: the fits are small, and parallelism comes from the pool."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     try:
@@ -162,6 +166,17 @@ def _worker_init() -> None:
     except ImportError:
         return
     threadpool_limits(1)
+
+
+@contextmanager
+def _single_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1):
+        yield
 
 
 def run_tasks(
@@ -174,9 +189,10 @@ def run_tasks(
     rows: list[dict] = []
     wrap = progress or (lambda it, **_: it)
     if jobs == 1:
-        rows = [run_task(tasks[i]) for i in wrap(order, total=len(order))]
+        with _single_blas_thread():
+            rows = [run_task(tasks[i]) for i in wrap(order, total=len(order))]
     else:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=limit_blas_threads) as pool:
             futures = [pool.submit(run_task, tasks[i]) for i in order]
             rows = [fut.result() for fut in wrap(as_completed(futures), total=len(futures))]
     df = pd.DataFrame(rows)

@@ -37,24 +37,35 @@ def _check_matrix(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.nd
 # ----------------------------------------------------------------------------------------------
 
 
-def activation(name: str, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return g(u), g'(u), g''(u) elementwise for ``tanh``, ``gelu`` or ``identity``."""
+def activation(name: str, u: np.ndarray, order: int = 2) -> tuple[np.ndarray, ...]:
+    """Return g(u), g'(u) and, for order 2, g''(u) elementwise for ``tanh``, ``gelu`` or ``identity``."""
     if name == "tanh":
         t = np.tanh(u)
         d1 = 1.0 - t * t
-        return t, d1, -2.0 * t * d1
+        return (t, d1, -2.0 * t * d1) if order >= 2 else (t, d1)
     if name == "gelu":
         cdf = ndtr(u)
         pdf = np.exp(-0.5 * u * u) / _SQRT_2PI
-        return u * cdf, cdf + u * pdf, pdf * (2.0 - u * u)
+        out = (u * cdf, cdf + u * pdf)
+        return out + (pdf * (2.0 - u * u),) if order >= 2 else out
     if name == "identity":
-        return u, np.ones_like(u), np.zeros_like(u)
+        out = (u, np.ones_like(u))
+        return out + (np.zeros_like(u),) if order >= 2 else out
     raise ValueError(f"activation must be one of 'tanh', 'gelu', 'identity', got {name!r}")
 
 
 # ----------------------------------------------------------------------------------------------
 # Families. Shapes: X (n, d); theta (L, P); s, h (n, L); ds, dh (n, L, P); d2s, d2h (n, L, P, P).
 # ----------------------------------------------------------------------------------------------
+
+
+def _contract(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """sum_a g[n, l, a] w[n, a] (or w[a]); an explicit loop is fastest for the small d used here."""
+    w = w[:, None, :] if w.ndim == 2 else w
+    out = g[:, :, 0] * w[..., 0]
+    for a in range(1, g.shape[2]):
+        out += g[:, :, a] * w[..., a]
+    return out
 
 
 @dataclass(frozen=True)
@@ -177,11 +188,9 @@ class AdaptivePrompt(PromptFamily):
 
     def forward(self, X, theta):
         """Scores, experts and cached (B^T x, g'(u))."""
-        g, g1, _ = activation(self.act, self._u(X, theta))
+        g, g1 = activation(self.act, self._u(X, theta), order=1)
         q = X @ self.B
-        s = np.einsum("nla,na->nl", g, q)
-        h = g @ self.c
-        return s, h, (q, g1)
+        return _contract(g, q), _contract(g, self.c), (q, g1)
 
     def weighted_gradient(self, X, theta, cache, wh, ws):
         """d/dW_ab = [g'(u_a) (wh c_a + ws (B^T x)_a)] x_b."""
@@ -222,7 +231,7 @@ class FaithfulAdaptivePrompt(AdaptivePrompt):
         """Scores, experts and cached (B^T x, tanh'(W1 u))."""
         g, t1, _ = self._projector(X, theta)
         q = X @ self.B
-        return np.einsum("nla,na->nl", g, q), g @ self.c, (q, t1)
+        return _contract(g, q), _contract(g, self.c), (q, t1)
 
     def weighted_gradient(self, X, theta, cache, wh, ws):
         """d/dW_ab = (G^T w)_a x_b with G = I + W2 diag(tanh') W1 and w = wh c + ws B^T x."""

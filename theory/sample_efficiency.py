@@ -149,7 +149,7 @@ def _expressiveness_report(summary) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulation, write CSVs and the figure, print the summary; return the exit code."""
     args = build_parser().parse_args(argv)
-    from theory.experiment import run_experiment, sample_complexity_table, summarize
+    from theory.experiment import limit_blas_threads, run_experiment, sample_complexity_table, summarize
     from theory.figures import SIMULATION_LABEL, plot_sample_efficiency
     from theory.io import write_csv
     from theory.models import FAMILY_NAMES
@@ -161,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = args.jobs or len(os.sched_getaffinity(0))
     progress = args.full if args.progress is None else args.progress
     out = Path(args.out)
+    limit_blas_threads()
 
     print(f"== {SIMULATION_LABEL} ==")
     print(

@@ -1,0 +1,90 @@
+"""Slope estimation, bootstrap intervals, verdicts and sample complexity on synthetic power laws."""
+
+import math
+
+import numpy as np
+import pytest
+
+from theory.rates import RateEstimate, estimate_rate, predicted_slope, sample_complexity, verdict
+
+
+def _power_law(exponent, scale=2.0, noise=0.2, reps=20, seed=0, ns=(1000, 2000, 4000, 8000, 16000, 32000)):
+    rng = np.random.default_rng(seed)
+    n = np.repeat(np.asarray(ns, dtype=float), reps)
+    return n, scale * n**exponent * np.exp(noise * rng.standard_normal(n.size))
+
+
+@pytest.mark.parametrize("exponent", [-0.5, -0.25, -1.0])
+def test_recovers_known_exponent(exponent):
+    n, loss = _power_law(exponent)
+    rate = estimate_rate(n, loss, n_boot=2000, seed=1)
+    assert abs(rate.slope - exponent) < 0.05
+    assert rate.ci_low < exponent < rate.ci_high
+    assert rate.ci_high - rate.ci_low < 0.2
+    assert rate.r2 > 0.9
+    assert math.exp(rate.intercept) == pytest.approx(2.0, rel=0.3)
+
+
+def test_interval_narrows_with_more_replicates():
+    widths = []
+    for reps in (5, 80):
+        n, loss = _power_law(-0.5, reps=reps, noise=0.5, seed=3)
+        r = estimate_rate(n, loss, n_boot=1000, seed=0)
+        widths.append(r.ci_high - r.ci_low)
+    assert widths[1] < 0.5 * widths[0]
+
+
+def test_log_corrected_slope():
+    ns = np.array([1e3, 1e4, 1e5])
+    loss = np.sqrt(np.log(ns) / ns)
+    rate = estimate_rate(ns.repeat(2), loss.repeat(2), n_boot=10)
+    assert rate.slope_nlogn == pytest.approx(-0.5, abs=1e-9)
+    assert -0.5 < rate.slope < -0.4
+
+
+def test_failed_losses_are_counted_not_used():
+    n, loss = _power_law(-0.5, reps=5)
+    loss[0], loss[7] = np.nan, np.inf
+    rate = estimate_rate(n, loss, n_boot=200)
+    assert rate.n_dropped == 2
+    assert rate.n_losses == n.size - 2
+    assert abs(rate.slope + 0.5) < 0.1
+
+
+def _rate(lo, hi, slope=None):
+    s = (lo + hi) / 2 if slope is None else slope
+    return RateEstimate(s, 0.0, lo, hi, 1.0, s, s, 5, 50, 0)
+
+
+def test_verdicts():
+    assert verdict(_rate(-0.65, -0.45), -0.5, l2_slope=-0.5) == "consistent"
+    assert verdict(_rate(-0.70, -0.59), -0.5, l2_slope=-0.5) == "consistent"
+    assert verdict(_rate(-0.70, -0.61), -0.5, l2_slope=-0.5) == "inconsistent"
+    assert verdict(_rate(-0.80, -0.61), -0.5, l2_slope=-0.5) == "inconsistent"
+    assert verdict(_rate(-0.30, -0.10), -0.5, l2_slope=-0.5) == "inconsistent"
+    assert verdict(_rate(-0.60, -0.40), -0.5, l2_slope=-0.2) == "fit failed"
+    assert verdict(_rate(-0.01, 0.01), 0.0) == "consistent"
+    assert verdict(_rate(-0.20, -0.05), float("nan"), l2_slope=-0.5) == "consistent"
+    assert verdict(_rate(-0.60, -0.40), float("nan"), l2_slope=-0.5) == "inconsistent"
+
+
+def test_predictions():
+    assert predicted_slope("vapt", "exact", "D1") == -0.5
+    assert predicted_slope("vapt", "over", "D2") == -0.5
+    assert predicted_slope("vapt", "over", "param_err") == -0.25
+    assert math.isnan(predicted_slope("prefix", "over", "D2"))
+    assert predicted_slope("prefix", "over", "L2") == -0.5
+    assert predicted_slope("vapt", "misspecified", "L2", fitted_family="vpt") == 0.0
+    assert predicted_slope("vapt", "misspecified", "L2", fitted_family="vapt") == -0.5
+    with pytest.raises(ValueError, match="'sideways'"):
+        predicted_slope("vapt", "sideways", "D1")
+
+
+def test_sample_complexity_inverts_the_line():
+    n, loss = _power_law(-0.5, scale=3.0, noise=0.0, reps=2)
+    rate = estimate_rate(n, loss, n_boot=10)
+    assert sample_complexity(rate, 0.003) == pytest.approx((3.0 / 0.003) ** 2, rel=1e-6)
+    flat = RateEstimate(0.01, 0.0, 0.0, 0.02, 0.1, 0.01, 0.01, 5, 10, 0)
+    assert sample_complexity(flat, 0.1) == math.inf
+    with pytest.raises(ValueError, match="positive"):
+        sample_complexity(rate, 0.0)
