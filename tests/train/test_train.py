@@ -232,3 +232,26 @@ def test_custom_task_written_from_arrays_trains(tmp_path: Path) -> None:
     record = train(config)
     assert record["status"] == "finished" and record["samples"] == {"train": 18, "test": 6}
     assert record["params"]["head"] == 64 * 3 + 3
+
+
+def test_corrupt_image_fails_the_run_cleanly_and_a_rerun_recovers(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    image = root / "vtab-1k/cifar/images/train800_00007.png"
+    good = image.read_bytes()
+    image.write_bytes(b"garbage")
+    argv = ["train", "--backbone", "vit_test", "--method", "linear", "--data", "vtab1k/cifar", "--data-root",
+            str(root), "--epochs", "1", "--lr", "1", "--wd", "0", "--out", str(tmp_path / "runs"), "--device", "cpu"]
+    assert vapt_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "train800_00007.png is corrupt" in err and "Traceback" not in err
+    (result,) = (tmp_path / "runs").rglob("result.json")
+    record = json.loads(result.read_text())
+    assert record["status"] == "failed" and record["failure"] == "exception" and "train800_00007" in record["error"]
+    image.write_bytes(good)
+    assert vapt_main(argv) == 0
+    assert json.loads(result.read_text())["status"] == "finished"
