@@ -9,7 +9,11 @@ trainable parameter except the head bias. CUDA runs use bf16 autocast, CPU runs 
 Each epoch writes `<out>/<run id>/checkpoint.pt` (trainable parameters, optimizer, scheduler and
 RNG states); the same command resumes from it, and the data order depends only on (seed, epoch),
 so a resumed run ends where an uninterrupted one does. A finished run writes `result.json` and
-`trainable.pt` (the trained prompts and head) and is skipped when run again.
+`trainable.pt` (the trained prompts and head) and is skipped when run again. A NaN or infinite
+loss ends the run as `failed` (recorded, not retried; exit code 1).
+
+Backbones load pre-trained weights from the timm hub or its cache unless `--weights PATH` names a
+local file; `vit_test` and `--no-pretrained` use random weights drawn from the seed.
 """
 
 from __future__ import annotations
