@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except VaptError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same `{name}` command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
