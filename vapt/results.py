@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -167,32 +168,35 @@ def load_records(runs_dir: str | os.PathLike) -> pd.DataFrame:
 def run_options(runs_dir: str | os.PathLike) -> pd.DataFrame:
     """The ablation options (kernel size, conv, projector, ...) of each run's `result.json`, by run_id."""
     rows = []
-    for path in sorted(Path(runs_dir).rglob("result.json")):
+    runs_dir = Path(runs_dir)
+    for path in sorted(runs_dir.rglob("result.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        config = record.get("config", {}) if isinstance(record, dict) else {}
-        found = _find_keys(config, ABLATION_OPTIONS)
+        if not isinstance(record, dict):
+            continue
+        found = _find_keys([record.get("method_config", {}), record.get("config", {})], ABLATION_OPTIONS)
         if found:
-            run_id = config.get("run_id") if isinstance(config.get("run_id"), str) else path.parent.name
-            rows.append({"run_id": record.get("run_id", run_id), **found})
+            run_id = record.get("run_id") or path.parent.relative_to(runs_dir).as_posix()
+            rows.append({"run_id": run_id, **found})
     return pd.DataFrame(rows)
 
 
 def _find_keys(tree: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """The first value of each key in a nested dict/list, breadth first."""
     found: dict[str, Any] = {}
-    stack = [tree]
-    while stack:
-        node = stack.pop()
+    queue = deque([tree])
+    while queue:
+        node = queue.popleft()
         if isinstance(node, dict):
             for key, value in node.items():
-                if key in keys and key not in found and not isinstance(value, (dict, list)):
+                if isinstance(value, (dict, list)):
+                    queue.append(value)
+                elif key in keys and key not in found:
                     found[key] = value
-                elif isinstance(value, (dict, list)):
-                    stack.append(value)
         elif isinstance(node, list):
-            stack.extend(node)
+            queue.extend(node)
     return found
 
 
@@ -302,7 +306,9 @@ def task_table(
         table["tuned_total_pct"] = 100.0 * table["trainable_params"] / table["backbone_params"]
     else:
         table["tuned_total_pct"] = np.nan
-    table = table.dropna(axis=1, how="all").assign(tuned_total_pct=table["tuned_total_pct"])
+    optional = [c for c in ("lr", "wd", "trainable_params", "prompt_params", "backbone_params", "wall_time_s")
+                if c in table.columns and table[c].isna().all()]
+    table = table.drop(columns=optional)
     return _sort_tasks(table)
 
 
@@ -586,41 +592,51 @@ def t2_table(
     backbones: Sequence[str] = T2_BACKBONES,
     methods: Sequence[str] = T2_METHODS,
 ) -> pd.DataFrame:
-    """The self-supervised table: VTAB-1K group means per backbone (MAE, MoCo v3), paper and ours."""
+    """The self-supervised table: VTAB-1K group means per backbone (MAE, MoCo v3), paper and ours.
+
+    Our group means on other backbones or groups (e.g. a smoke run's custom task) get extra columns
+    `ours: <backbone>`; missing values are NaN.
+    """
     paper = paper_results() if paper is None else paper
+
+    def column(backbone: str, group: str) -> tuple[str, str]:
+        title = GROUP_TITLES.get(group, group).replace("VTAB-1K ", "")
+        return (backbone if backbone in backbones else f"ours: {backbone}", title)
+
+    mine_all = groups[groups["method"].isin(methods) & (groups["group"] != "all")] if not groups.empty else groups
+    extra = []
+    if not mine_all.empty:
+        for _, row in mine_all[["backbone", "group"]].drop_duplicates().iterrows():
+            if not (row["backbone"] in backbones and row["group"] in VTAB_GROUPS):
+                extra.append(column(row["backbone"], row["group"]))
     columns = pd.MultiIndex.from_tuples(
         [(b, GROUP_TITLES[g].replace("VTAB-1K ", "")) for b in backbones for g in VTAB_GROUPS]
-        + [("", "Paper status")],
+        + extra + [("", "Paper status")],
         names=["backbone", "group"],
     )
     index, rows = [], []
-    for method in methods:
+    for method in [*methods, *[m for m in dict.fromkeys(mine_all.get("method", [])) if m not in methods]]:
         label = METHOD_LABELS.get(method, method)
         cells: dict[tuple[str, str], Any] = {}
-        part = paper[
-            (paper["table"] == "T2") & (paper["method"] == method) & (paper["metric"] == "group_mean")
-        ]
+        part = paper[(paper["table"] == "T2") & (paper["method"] == method) & (paper["metric"] == "group_mean")]
         for _, row in part.iterrows():
             if row["backbone"] in backbones and row["group"] in VTAB_GROUPS:
-                cells[(row["backbone"], GROUP_TITLES[row["group"]].replace("VTAB-1K ", ""))] = row["value"]
+                cells[column(row["backbone"], row["group"])] = row["value"]
         if cells:
             cells[("", "Paper status")] = "; ".join(sorted(str(s) for s in part["status"].dropna().unique()))
             index.append((label, "paper"))
             rows.append(cells)
-        mine = (
-            groups[(groups["method"] == method) & groups["group"].isin(VTAB_GROUPS)]
-            if not groups.empty
-            else groups
-        )
+        mine = mine_all[mine_all["method"] == method] if not mine_all.empty else mine_all
         if not mine.empty:
-            ours: dict[tuple[str, str], Any] = {}
-            for _, row in mine.iterrows():
-                if row["backbone"] in backbones:
-                    ours[(row["backbone"], GROUP_TITLES[row["group"]].replace("VTAB-1K ", ""))] = row["mean"]
-            if ours:
-                ours[("", "Paper status")] = "ours"
-                index.append((label, "ours"))
-                rows.append(ours)
+            ours: dict[tuple[str, str], Any] = {
+                column(r["backbone"], r["group"]): r["mean"] for _, r in mine.iterrows()
+            }
+            incomplete = sorted(
+                {str(g) for g in mine.loc[~mine["complete"].astype(bool), "group"] if g in VTAB_GROUPS})
+            note = f"; incomplete groups: {', '.join(incomplete)}" if incomplete else ""
+            ours[("", "Paper status")] = "ours" + note
+            index.append((label, "ours"))
+            rows.append(ours)
     frame = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["method", "source"]))
     return frame.reindex(columns=columns)
 

@@ -256,3 +256,13 @@ def test_run_options_reads_nested_configs(tmp_path):
     )
     options = R.run_options(tmp_path)
     assert options.to_dict("records") == [{"run_id": "run-a", "kernel_size": 3, "conv": False}]
+
+
+def test_t2_table_gives_other_backbones_their_own_columns(make_rows, paper):
+    _, vtab_cell = make_rows
+    rows = vtab_cell("vit_test", "vapt", "digits", "custom", {(1.0, 0.0): 1.0}, [80.0], best=(1.0, 0.0))
+    tasks = R.task_table(pd.DataFrame(rows))
+    t2 = R.t2_table(R.group_table(tasks, paper), paper)
+    assert t2.loc[("VAPT", "ours"), ("ours: vit_test", "custom")] == 80.0
+    assert np.isnan(t2.loc[("VAPT", "ours"), ("vit_b16_mae", "Natural")])
+    assert t2.loc[("VAPT", "paper"), ("vit_b16_mae", "Natural")] == 59.23
