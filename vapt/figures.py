@@ -320,7 +320,7 @@ COMPONENTS: tuple[tuple[str, dict[str, bool]], ...] = (
 
 
 def _truthy(series: pd.Series) -> pd.Series:
-    return series.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
+    return R.matches(series, True)
 
 
 def ablation_figure(tasks: pd.DataFrame, out_dir: str | os.PathLike, name: str = "ablations",
@@ -374,10 +374,10 @@ def ablation_rows(tasks: pd.DataFrame, varied: Sequence[str],
     if "num_tokens" not in varied and "num_tokens" in frame.columns:
         changed = np.zeros(len(frame), dtype=bool)
         for column in varied:
-            changed |= (frame[column].astype(str) != str(defaults.get(column))).to_numpy()
+            changed |= ~R.matches(frame[column], defaults.get(column)).to_numpy()
         if changed.any():
             frame = frame[frame["num_tokens"].isin(frame.loc[changed, "num_tokens"].unique())]
-    frame = frame.assign(_setting=frame[list(varied)].astype(str).agg("|".join, axis=1))
+    frame = frame.assign(_setting=R.setting_key(frame, list(varied)))
     spread = frame.groupby(["benchmark", "task"])["_setting"].transform("nunique")
     frame = frame[spread >= 2]
     if frame.empty:
@@ -396,7 +396,7 @@ def _component_labels(frame: pd.DataFrame) -> list[str]:
 def _with_defaults(frame: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
     for name, default in options.items():
         if name in frame.columns:
-            frame = frame[frame[name].isna() | (frame[name].astype(str) == str(default))]
+            frame = frame[frame[name].isna() | R.matches(frame[name], default)]
     return frame
 
 
@@ -465,13 +465,13 @@ def efficiency_figure(bench: pd.DataFrame, paper: pd.DataFrame, out_dir: str | o
             ax.set_yscale("log")
     flops = _flops_increase(frame)
     known = paper[(paper["table"] == "E") & (paper["metric"] == "flops_increase_vs_vpt_pct")]["value"]
-    note = []
+    lines = []
     if flops is not None:
-        note.append(f"ours: VAPT FLOPs {flops:+.2f} % vs VPT-deep")
+        lines.append(f"ours: VAPT FLOPs {flops:+.2f} % vs VPT-deep")
     if not known.empty:
-        note.append(f"paper: +{known.iloc[0]:g} %")
-    if note:
-        fig.suptitle("; ".join(note), fontsize=10)
+        lines.append(f"paper: +{known.iloc[0]:g} %")
+    if lines:
+        fig.suptitle("; ".join(lines), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, out_dir, name, note)
 
@@ -543,8 +543,13 @@ def draw_all(
     bench: str | os.PathLike | None = None,
     gradcam_images: int = 5,
     note: str | None = None,
+    bench_note: str | None = None,
+    theory_note: str | None = None,
 ) -> dict[str, list[Path]]:
-    """Every figure the runs folder(s), theory run and bench CSV allow; the others are skipped with a note."""
+    """Every figure the runs folder(s), theory run and bench CSV allow; the others are skipped with a note.
+
+    `note`, `bench_note` and `theory_note` are printed under the run, efficiency and theory figures.
+    """
     set_style()
     paper = R.paper_results()
     written: dict[str, list[Path]] = {}
@@ -567,14 +572,14 @@ def draw_all(
             if paths:
                 written[figure] = paths
     if bench is not None and Path(bench).is_file():
-        paths = efficiency_figure(pd.read_csv(bench), paper, out_dir, note=note)
+        paths = efficiency_figure(pd.read_csv(bench), paper, out_dir, note=bench_note)
         if paths:
             written["efficiency"] = paths
     else:
         skip("efficiency", f"no benchmark CSV{f' at {bench}' if bench else ''}")
     summary = Path(theory) / "summary.csv" if theory is not None else None
     if summary is not None and summary.is_file():
-        paths = theory_figure(pd.read_csv(summary), out_dir, note=note)
+        paths = theory_figure(pd.read_csv(summary), out_dir, note=theory_note)
         if paths:
             written["theory"] = paths
     else:
@@ -596,15 +601,38 @@ def _skip_gradcam(runs: Any) -> None:
 def gradcam_from_runs(runs: str | os.PathLike, out_dir: str | os.PathLike, images: int = 5,
                       methods: Sequence[str] = ("vpt_deep", "vapt"), name: str = "gradcam",
                       note: str | None = None, quiet: bool = False) -> list[Path] | None:
-    """The Grad-CAM grid from finished runs: one VPT and one VAPT run on a common task, its test images."""
-    found = find_model_runs(runs, methods, preferred_tasks=GRADCAM_TASKS)
-    if found is None:
+    """The Grad-CAM grid from finished runs: input / VPT / VAPT rows.
+
+    Columns are one test image per task of the paper's grid (Sun397, SVHN, Resisc45, Clevr-count, KITTI)
+    where at least two of them have VPT and VAPT runs on one backbone; otherwise `images` test images
+    of the one task that has both.
+    """
+    found = model_runs(runs, methods)
+    if not found:
         if not quiet:
             skip(name, f"no finished {' and '.join(methods)} runs with trainable.pt on a common task under {runs}")
         return None
-    pixels, inputs, titles = load_run_images(found[methods[0]], count=images)
-    maps = {_label(m): gradcam_maps(load_run_model(found[m]), inputs) for m in methods}
-    return gradcam_figure(pixels, maps, out_dir, titles=titles, name=name, note=note)
+    by_backbone: dict[str, list[tuple[str, str]]] = {}
+    for backbone, data in found:
+        if data.split("/", 1)[-1] in GRADCAM_TASKS:
+            by_backbone.setdefault(backbone, []).append((backbone, data))
+    grid = max(by_backbone.values(), key=len, default=[])
+    if len(grid) >= 2:
+        order = {t: i for i, t in enumerate(GRADCAM_TASKS)}
+        keys = sorted(grid, key=lambda k: order[k[1].split("/", 1)[-1]])[:images]
+        per_key = 1
+    else:
+        keys = [min(found, key=lambda k: (k[1].split("/", 1)[-1] not in GRADCAM_TASKS, k))]
+        per_key = images
+    pixels, titles, maps = [], [], {_label(m): [] for m in methods}
+    for key in keys:
+        image, inputs, names = load_run_images(found[key][methods[0]], count=per_key)
+        pixels.append(image)
+        titles += names
+        for method in methods:
+            maps[_label(method)].append(gradcam_maps(load_run_model(found[key][method]), inputs))
+    stacked = {label: np.concatenate(parts) for label, parts in maps.items()}
+    return gradcam_figure(np.concatenate(pixels), stacked, out_dir, titles=titles, name=name, note=note)
 
 
 def finished_runs(runs: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
@@ -622,11 +650,10 @@ def finished_runs(runs: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
-def find_model_runs(runs: str | os.PathLike, methods: Sequence[str],
-                    preferred_tasks: Sequence[str] = ()) -> dict[str, Path] | None:
-    """One finished run per method on a common (backbone, dataset), the best by its last reported top-1.
+def model_runs(runs: str | os.PathLike, methods: Sequence[str]) -> dict[tuple[str, str], dict[str, Path]]:
+    """(backbone, dataset) -> method -> the best finished full-data run (default options) with trainable.pt.
 
-    Datasets in `preferred_tasks` come first; full-data runs with default options are preferred.
+    Only datasets where every method in `methods` has such a run; best = highest last reported top-1.
     """
     candidates: dict[tuple[str, str], dict[str, list[tuple[float, Path]]]] = {}
     for folder, record in finished_runs(runs):
@@ -638,13 +665,22 @@ def find_model_runs(runs: str | os.PathLike, methods: Sequence[str],
         score = final.get("test", max(final.values(), default=0.0))
         key = (str(config.get("backbone")), str(config.get("data")))
         candidates.setdefault(key, {}).setdefault(method, []).append((float(score), folder))
-    complete = [key for key, by_method in candidates.items() if set(methods) <= set(by_method)]
-    if not complete:
+    return {
+        key: {m: max(by_method[m], key=lambda item: item[0])[1] for m in methods}
+        for key, by_method in sorted(candidates.items())
+        if set(methods) <= set(by_method)
+    }
+
+
+def find_model_runs(runs: str | os.PathLike, methods: Sequence[str],
+                    preferred_tasks: Sequence[str] = ()) -> dict[str, Path] | None:
+    """One finished run per method on a common (backbone, dataset); datasets in `preferred_tasks` first."""
+    found = model_runs(runs, methods)
+    if not found:
         return None
     rank = {t: i for i, t in enumerate(preferred_tasks)}
-    complete.sort(key=lambda k: (rank.get(k[1].split("/", 1)[-1], len(rank)), k))
-    by_method = candidates[complete[0]]
-    return {m: max(by_method[m], key=lambda item: item[0])[1] for m in methods}
+    key = min(found, key=lambda k: (rank.get(k[1].split("/", 1)[-1], len(rank)), k))
+    return found[key]
 
 
 def _run_config(run_dir: str | os.PathLike) -> Any:
@@ -711,14 +747,16 @@ def main(argv: list[str] | None = None) -> int:
                                                       "~/.cache/vapt/smoke)")
     args = parser.parse_args(argv)
     runs: Any = args.runs
-    theory, bench, note = args.theory, args.bench, None
+    theory, bench, notes = args.theory, args.bench, {}
     if args.smoke and not has_runs(args.runs):
         from vapt import smoke
 
         print(f"no runs under {args.runs}; building the smoke runs ({smoke.SMOKE_LABEL})")
         runs = list(smoke.build_all(args.cache).values())
-        theory = theory or smoke.theory_quick(args.cache)
-        bench = bench or smoke.efficiency(args.cache)
-        note = smoke.SMOKE_LABEL
-    draw_all(runs, args.out, theory=theory, bench=bench, gradcam_images=args.gradcam_images, note=note)
+        notes["note"] = smoke.SMOKE_LABEL
+        if theory is None:
+            theory, notes["theory_note"] = smoke.theory_quick(args.cache), smoke.THEORY_LABEL
+        if bench is None:
+            bench, notes["bench_note"] = smoke.efficiency(args.cache), smoke.BENCH_LABEL
+    draw_all(runs, args.out, theory=theory, bench=bench, gradcam_images=args.gradcam_images, **notes)
     return 0

@@ -216,7 +216,7 @@ def main_records(records: pd.DataFrame) -> pd.DataFrame:
     for name, default in ABLATION_OPTIONS.items():
         if name in frame.columns:
             column = frame[name]
-            frame = frame[column.isna() | (column.astype(str) == str(default))]
+            frame = frame[column.isna() | matches(column, default)]
     return frame.copy()
 
 
@@ -225,8 +225,35 @@ def _cell_keys(records: pd.DataFrame, select_over: Sequence[str]) -> list[str]:
     return [k for k in CELL_KEYS if k in records.columns and k not in select_over]
 
 
-def _group_key(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
-    return frame[keys].astype(str).agg("|".join, axis=1) if keys else pd.Series("", index=frame.index)
+def setting_key(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """One text key per row from the `keys` columns (see `value_text`)."""
+    if not keys:
+        return pd.Series("", index=frame.index)
+    return frame[keys].apply(lambda column: column.map(value_text)).agg("|".join, axis=1)
+
+
+def value_text(value: Any) -> str:
+    """A setting as text for grouping: numbers normalized (10 == 10.0), booleans and missing values spelled out."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "nan"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return format(float(value), "g")
+    return str(value)
+
+
+def matches(values: pd.Series, target: Any) -> pd.Series:
+    """Element-wise `values == target` for option settings (numbers, booleans, text), missing -> False."""
+    if isinstance(target, (bool, np.bool_)):
+        truth = {"true": True, "1": True, "false": False, "0": False}
+        return values.map(lambda v: not _missing(v) and truth.get(value_text(v).lower()) is bool(target)).astype(bool)
+    wanted = value_text(target)
+    return values.map(lambda v: not _missing(v) and value_text(v) == wanted).astype(bool)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
 def select_final(
@@ -240,7 +267,7 @@ def select_final(
     frame = completed(records)
     select_over = [c for c in select_over if c in frame.columns]
     keys = _cell_keys(frame, select_over)
-    frame = frame.assign(_cell=_group_key(frame, keys))
+    frame = frame.assign(_cell=setting_key(frame, keys))
     chosen = []
     for _, cell in frame.groupby("_cell", sort=False):
         benchmark = str(cell["benchmark"].iloc[0])
