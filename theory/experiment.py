@@ -37,6 +37,8 @@ METRICS = {
     "over": ("D2", "D1", "L2", "param_err", "expert_sup"),
     "misspecified": ("L2",),
 }
+#: Every table row says where it comes from.
+SOURCE = "simulation of the least-squares prompt-MoE framework (not a paper result)"
 SUMMARY_COLUMNS = ["family", "regime", "metric", "slope", "ci_low", "ci_high", "predicted", "verdict"]
 
 
@@ -154,6 +156,7 @@ def run_task(task: FitTask) -> dict:
             )
         row["params"] = " ".join(f"{v:.10g}" for v in result.estimate.to_vector())
     row["seconds"] = time.perf_counter() - t0
+    row["source"] = SOURCE
     return row
 
 
@@ -313,11 +316,13 @@ def summarize(fits: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataF
                     "n_fits": len(group),
                     "n_failed": failed,
                     "n_dropped": rate.n_dropped,
+                    "source": SOURCE,
                 }
             )
     table = pd.DataFrame(rows)
     if table.empty:
-        return table
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    table = table[SUMMARY_COLUMNS + [c for c in table.columns if c not in SUMMARY_COLUMNS]]
     rank = {name: i for i, name in enumerate(FAMILY_NAMES + OPTIONAL_FAMILY_NAMES)}
     table["_order"] = [
         (r == "misspecified", rank.get(f, len(rank)), r, L)

@@ -45,7 +45,9 @@ def test_cli_writes_labelled_outputs(tmp_path, capsys):
     assert list(summary.columns[:8]) == REQUIRED
     assert set(summary["regime"]) == {"exact"} and set(summary["family"]) == {"vpt"}
     assert {"D1", "L2"} <= set(summary["metric"])
+    assert summary["source"].str.contains("simulation").all()
     fits = pd.read_csv(out / "fits.csv")
+    assert fits["source"].str.contains("simulation").all()
     assert len(fits) == 9 and {"failed", "converged", "n", "replicate", "D1", "L2"} <= set(fits.columns)
     assert (out / "sample_efficiency.png").stat().st_size > 10_000
     assert sorted(p.name for p in out.iterdir()) == [
