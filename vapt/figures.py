@@ -78,6 +78,63 @@ NEEDS: dict[str, str] = {
 }
 
 
+# The commands that produce each table / figure on a GPU machine (DATA = the data root).
+T1_PROMPT_METHODS: tuple[str, ...] = ("linear", "full", "vpt_shallow", "vpt_deep", "vapt")
+REPRODUCE: dict[str, list[str]] = {
+    "T1": [
+        *(f"python -m vapt sweep --backbone vit_b16_in21k --method {m} --data vtab1k fgvc --data-root {{data}} "
+          f"--out {{runs}}" for m in T1_PROMPT_METHODS),
+        "python -m vapt table --runs {runs} --out {runs}/results.csv --markdown {runs}/tables.md",
+    ],
+    "T2": [
+        *(f"python -m vapt sweep --backbone vit_b16_mae --method {m} --data vtab1k --data-root {{data}} --out {{runs}}"
+          for m in ("vpt_shallow", "vpt_deep", "vapt")),
+        *(f"python -m vapt sweep --backbone vit_b16_mocov3 --weights <MoCo v3 linear-vit-b-300ep.pth.tar> "
+          f"--method {m} --data vtab1k --data-root {{data}} --out {{runs}}"
+          for m in ("vpt_shallow", "vpt_deep", "vapt")),
+        "python -m vapt table --runs {runs} --markdown {runs}/tables.md",
+    ],
+    "F-low": [
+        f"python -m vapt sweep --backbone vit_b16_in21k --method {m} --data fgvc/stanford_dogs --fraction {f} "
+        "--data-root {data} --out {runs}" for m in ("vpt_deep", "vapt") for f in (0.01, 0.1, 0.3, 0.5, 1.0)
+    ] + ["python -m vapt figures --runs {runs} --out figures"],
+    "F-scale": [
+        f"python -m vapt sweep --backbone {b} --method {m} --data fgvc/cub --data-root {{data}} --out {{runs}}"
+        for b in SCALE_BACKBONES for m in ("vpt_deep", "vapt")
+    ] + ["python -m vapt figures --runs {runs} --out figures"],
+    "F-cam": [
+        f"python -m vapt sweep --backbone vit_b16_in21k --method {m} --data "
+        + " ".join(f"vtab1k/{t}" for t in GRADCAM_TASKS) + " --data-root {data} --out {runs}"
+        for m in ("vpt_deep", "vapt")
+    ] + ["python -m vapt figures --runs {runs} --out figures  # Grad-CAM from the runs' trainable.pt"],
+    "A": [
+        *(f"python -m vapt sweep --backbone vit_b16_in21k --method vapt --num-tokens {n} --data vtab1k --grid fast "
+          "--data-root {data} --out {runs}" for n in (1, 5, 10, 50, 100)),
+        *(f"python -m vapt sweep --backbone vit_b16_in21k --method vapt --set kernel_size={k} --data vtab1k "
+          "--grid fast --data-root {data} --out {runs}" for k in (1, 3, 5, 7)),
+        *(f"python -m vapt sweep --backbone vit_b16_in21k --method vapt --set {o} --data vtab1k --grid fast "
+          "--data-root {data} --out {runs}" for o in ("conv=false", "projector=false")),
+        "python -m vapt figures --runs {runs} --out figures",
+    ],
+    "E": [
+        "python -m vapt bench --backbone vit_b16_in21k --methods linear,full,vpt_shallow,vpt_deep,vapt --batch 64 "
+        "--device cuda --dtype bf16 --out {runs}/bench.csv",
+        "python -m vapt figures --runs {runs} --out figures --bench {runs}/bench.csv",
+    ],
+    "TH": [
+        "python -m theory.sample_efficiency --full --out {runs}/theory",
+        "python -m vapt figures --runs {runs} --out figures --theory {runs}/theory",
+    ],
+}
+
+
+def reproduce_commands(item: str, data_root: str = DATA, runs: str = "runs") -> list[str]:
+    """The commands that produce a table or figure (T1, T2, F-low, F-scale, F-cam, A, E, TH) at full scale."""
+    if item not in REPRODUCE:
+        raise ValueError(f"unknown item {item!r}; expected one of {', '.join(REPRODUCE)}")
+    return [command.format(data=data_root, runs=runs) for command in REPRODUCE[item]]
+
+
 # ------------------------------------------------------------------------------------- helpers
 def set_style() -> None:
     """The one style of every figure: seaborn whitegrid, paper context, readable sizes."""

@@ -767,68 +767,44 @@ def build_tables(records: pd.DataFrame, paper: pd.DataFrame | None = None, split
     )
 
 
+TASK_COLUMNS: tuple[str, ...] = (
+    "backbone", "method", "benchmark", "group", "task", "fraction", "num_tokens", *ABLATION_OPTIONS,
+    "top1 (mean ± std)", "n_seeds", "lr", "wd", "tuned_total_pct", "selection",
+)
+GROUP_COLUMNS: tuple[str, ...] = (
+    "backbone", "method", "benchmark", "group", "mean", "n_tasks", "complete", "wins_vs_full", "wins_reference",
+    "tuned_total_pct",
+)
+
+
+def task_summary(tasks: pd.DataFrame) -> pd.DataFrame:
+    """The per-task table for reading: top-1 as `mean ± std`, seeds, chosen lr/wd, Tuned/Total (%)."""
+    shown = tasks.assign(**{"top1 (mean ± std)": mean_std(tasks)}) if not tasks.empty else tasks
+    varied = [c for c in ("fraction", "num_tokens", *ABLATION_OPTIONS) if c in shown and shown[c].nunique() > 1]
+    keep = [c for c in TASK_COLUMNS if c in shown.columns and (c in varied or c not in CELL_KEYS[5:])]
+    return shown[keep].reset_index(drop=True)
+
+
+def group_summary(groups: pd.DataFrame) -> pd.DataFrame:
+    """The group table for reading: group means, tasks present, [k] and its reference, Tuned/Total (%)."""
+    return groups[[c for c in GROUP_COLUMNS if c in groups.columns]].reset_index(drop=True)
+
+
 def report_markdown(tables: Tables) -> str:
     """A Markdown report: per-task (mean ± std), group means, paper vs ours, the T1 and T2 tables."""
-    tasks = tables.tasks.copy()
     sections = ["# Results", ""]
-    if tasks.empty:
+    if tables.tasks.empty:
         sections += ["No finished runs with test results were found.", ""]
     else:
-        tasks["top1 (mean ± std)"] = mean_std(tasks)
-        shown = [
-            c
-            for c in (
-                "backbone",
-                "method",
-                "benchmark",
-                "group",
-                "task",
-                "top1 (mean ± std)",
-                "n_seeds",
-                "lr",
-                "wd",
-                "num_tokens",
-                "tuned_total_pct",
-                "selection",
-            )
-            if c in tasks.columns
-        ]
-        sections += ["## Per-task top-1 (%)", "", to_markdown(tasks[shown].reset_index(drop=True)), ""]
-        shown = [
-            c
-            for c in (
-                "backbone",
-                "method",
-                "benchmark",
-                "group",
-                "mean",
-                "n_tasks",
-                "complete",
-                "wins_vs_full",
-                "wins_reference",
-                "tuned_total_pct",
-            )
-            if c in tables.groups.columns
-        ]
-        sections += ["## Group means", "", to_markdown(tables.groups[shown]), ""]
-        sections += [
-            "## Paper vs ours",
-            "",
-            to_markdown(tables.comparison[tables.comparison["ours"].notna()].drop(columns=["paper_source"])),
-            "",
-        ]
-    sections += [
-        "## Table 1 (paper's format; paper rows from the bundled CSV)",
-        "",
-        to_markdown(format_table(tables.t1)),
-        "",
-    ]
-    sections += [
-        "## Table 2 (self-supervised backbones, VTAB-1K group means)",
-        "",
-        to_markdown(format_table(tables.t2, digits={c: 2 for c in ("Natural", "Specialized", "Structured")})),
-        "",
-    ]
+        sections += ["## Per-task top-1 (%)", "", to_markdown(task_summary(tables.tasks)), ""]
+        sections += ["## Group means", "", to_markdown(group_summary(tables.groups)), ""]
+        compared = tables.comparison[tables.comparison["ours"].notna()].drop(columns=["paper_source"])
+        sections += ["## Paper vs ours", "", to_markdown(compared), ""]
+    sections += ["## Table 1 (paper's format; paper rows from the bundled CSV)", "",
+                 to_markdown(format_table(tables.t1)), ""]
+    t2_digits = {c: 2 for c in ("Natural", "Specialized", "Structured")}
+    sections += ["## Table 2 (self-supervised backbones, VTAB-1K group means)", "",
+                 to_markdown(format_table(tables.t2, digits=t2_digits)), ""]
     return "\n".join(sections)
 
 
@@ -857,18 +833,9 @@ def main(argv: list[str] | None = None) -> int:
         if tables.tasks.empty:
             print(f"no finished runs with {args.split} results under {runs}")
         else:
-            shown = tables.tasks.assign(top1=mean_std(tables.tasks))
-            cols = [
-                c for c in ("backbone", "method", "task", "top1", "n_seeds", "tuned_total_pct") if c in shown
-            ]
-            print(shown[cols].to_string(index=False))
+            print(task_summary(tables.tasks).to_string(index=False))
             print()
-            cols = [
-                c
-                for c in ("backbone", "method", "group", "mean", "n_tasks", "wins_vs_full", "tuned_total_pct")
-                if c in tables.groups
-            ]
-            print(tables.groups[cols].to_string(index=False))
+            print(group_summary(tables.groups).to_string(index=False))
     if args.markdown:
         write_text(args.markdown, report_markdown(tables))
         print(f"wrote tables -> {args.markdown}")

@@ -1,0 +1,47 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # T2: self-supervised backbones (MAE and MoCo v3 ViT-B/16), VTAB-1K group means
+#
+# VPT-shallow, VPT-deep, GateVPT (paper only; not implemented here) and VAPT. Paper rows come from the
+# bundled CSV with their status (several values are secondary sources). `MODE = "smoke"` pre-trains the
+# tiny ViT **without labels** (predicting image rotations of digits 0-5), reloads it from the file, and
+# adapts it to digits 6-9 with the prompt methods; those columns are marked `ours: vit_test`.
+
+# %% tags=["parameters"]
+MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (the paper's runs, read from RUNS)
+RUNS = "../runs"
+DATA_ROOT = "<DATA>"
+
+# %%
+from IPython.display import Markdown, display
+
+from vapt import figures, results, smoke
+
+# %%
+if MODE == "full":
+    print("\n".join(figures.reproduce_commands("T2", data_root=DATA_ROOT, runs=RUNS)))
+    runs = RUNS
+else:
+    print(smoke.SMOKE_LABEL)
+    print("pre-training:", smoke.pretraining_summary(smoke.pretrained_backbone(objective="rotation")))
+    runs = smoke.self_supervised()
+tables = results.build_tables(results.load_records(runs))
+
+# %%
+display(Markdown(results.to_markdown(results.format_table(tables.t2, digits={"Natural": 2, "Specialized": 2,
+                                                                             "Structured": 2}))))
+
+# %%
+display(Markdown(results.to_markdown(results.task_summary(tables.tasks))))

@@ -1,0 +1,44 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # F-low: accuracy vs training fraction (Stanford Dogs, ViT-B/16), VAPT vs VPT-deep
+#
+# Fractions 1 %, 10 %, 30 %, 50 % and 100 % of the training split, drawn per class from a seed. The
+# paper's curve (read off its figure, +-0.4) is drawn in its own panel, and on ours when ours is the
+# same setting. `MODE = "smoke"` uses fractions of the digits 6-9 task in the FGVC layout, at a fixed
+# learning rate (no grid).
+
+# %% tags=["parameters"]
+MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (the paper's runs, read from RUNS)
+RUNS = "../runs"
+DATA_ROOT = "<DATA>"
+
+# %%
+from IPython.display import Image, display
+
+from vapt import figures, results, smoke
+
+# %%
+if MODE == "full":
+    print("\n".join(figures.reproduce_commands("F-low", data_root=DATA_ROOT, runs=RUNS)))
+    runs, out, note = RUNS, "../figures", None
+else:
+    runs, out, note = smoke.low_data(), smoke.cache_dir() / "figures", smoke.SMOKE_LABEL
+tasks = results.task_table(figures.default_options(results.load_records(runs)), select_over=("lr", "wd", "num_tokens"))
+results.task_summary(tasks)
+
+# %%
+paths = figures.low_data_figure(tasks, results.paper_results(), out, note=note)
+if paths:
+    display(Image(filename=str(paths[0])))

@@ -1,0 +1,43 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Ablations: prompt length N_p, kernel size K, and VAPT without its convolution or feature projector
+#
+# The paper's ablation numbers are not public, so only ours are drawn. `MODE = "smoke"` runs VAPT on
+# the digits 6-9 task at a fixed learning rate with N_p in {1, 5, 10}, K in {2, 3}, and without the
+# convolution or the feature projector.
+
+# %% tags=["parameters"]
+MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (the paper's runs, read from RUNS)
+RUNS = "../runs"
+DATA_ROOT = "<DATA>"
+
+# %%
+from IPython.display import Image, display
+
+from vapt import figures, results, smoke
+
+# %%
+if MODE == "full":
+    print("\n".join(figures.reproduce_commands("A", data_root=DATA_ROOT, runs=RUNS)))
+    runs, out, note = RUNS, "../figures", None
+else:
+    runs, out, note = smoke.ablations(), smoke.cache_dir() / "figures", smoke.SMOKE_LABEL
+tasks = results.task_table(results.load_records(runs), select_over=("lr", "wd"))
+results.task_summary(tasks)
+
+# %%
+paths = figures.ablation_figure(tasks, out, note=note)
+if paths:
+    display(Image(filename=str(paths[0])))

@@ -1,0 +1,47 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # TH: estimation rates of prompt experts (simulation; THEORY.md)
+#
+# Log-log slopes of the estimation error against the sample size n, with bootstrap confidence
+# intervals, beside the rates the theory predicts. `MODE = "full"` reads the full run
+# (`python -m theory.sample_efficiency --full`); `MODE = "smoke"` runs the simulation on a reduced grid
+# (a few seconds), which is too small to test the rates.
+
+# %% tags=["parameters"]
+MODE = "smoke"  # "smoke" (seconds) or "full" (reads THEORY)
+THEORY = "../runs/theory"
+RUNS = "../runs"
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Image, display
+
+from vapt import figures, smoke
+
+# %%
+if MODE == "full":
+    print("\n".join(figures.reproduce_commands("TH", runs=RUNS)))
+    theory, out, note = Path(THEORY), "../figures", None
+else:
+    theory, out, note = smoke.theory_quick(), smoke.cache_dir() / "figures", smoke.THEORY_LABEL
+summary = pd.read_csv(theory / "summary.csv")
+summary[["family", "fitted_atoms", "regime", "metric", "slope", "ci_low", "ci_high", "predicted", "verdict"]]
+
+# %%
+paths = figures.theory_figure(summary, out, note=note)
+if paths:
+    display(Image(filename=str(paths[0])))
