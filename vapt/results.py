@@ -390,7 +390,7 @@ def group_table(tasks: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.Da
     rows = []
     for key, part in frame.groupby([*variant, "benchmark", "group"], dropna=False, sort=False):
         rows.append(_group_row(dict(zip([*variant, "benchmark", "group"], key, strict=False)), part))
-    for key, part in frame[frame["benchmark"] == "vtab1k"].groupby(variant, dropna=False, sort=False):
+    for key, part in frame[frame["task"].isin(VTAB_ORDER)].groupby(variant, dropna=False, sort=False):
         head = dict(zip(variant, key if isinstance(key, tuple) else (key,), strict=False))
         rows.append(_group_row({**head, "benchmark": "vtab1k", "group": "all"}, part))
     table = pd.DataFrame(rows)
@@ -699,21 +699,51 @@ def mean_std(tasks: pd.DataFrame, places: int = 1) -> pd.Series:
     )
 
 
+COUNT_COLUMNS: tuple[str, ...] = ("n_seeds", "n_tasks", "wins_vs_full", "num_tokens", "kernel_size", "seed", "epochs",
+                                  "projector_dim", "padding", "static_depth")
+GENERAL_COLUMNS: tuple[str, ...] = ("lr", "wd", "fraction")
+
+
 def to_markdown(table: pd.DataFrame, places: int = 2) -> str:
-    """A GitHub-flavoured Markdown table (MultiIndex columns joined as `section: column`)."""
-    frame = table.reset_index() if not isinstance(table.index, pd.RangeIndex) else table
+    """A GitHub-flavoured Markdown table (MultiIndex columns joined as `section: column`).
+
+    Numbers get `places` decimals, except counts (integers) and lr / wd / fraction (shortest form);
+    a named or multi-level index becomes leading columns, an unnamed one is dropped.
+    """
+    named = any(name is not None for name in table.index.names)
+    frame = table.reset_index() if named else table.reset_index(drop=True)
     headers = []
     for column in frame.columns:
         if isinstance(column, tuple):
-            parts = [str(c) for c in column if str(c)]
-            headers.append(": ".join(parts))
+            headers.append(": ".join(str(c) for c in column if str(c)))
         else:
             headers.append(str(column))
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    kinds = [_column_kind(frame[column], header) for column, header in zip(frame.columns, headers, strict=True)]
     for row in frame.itertuples(index=False):
-        cells = [_fmt(v, places).replace("|", "\\|") for v in row]
+        cells = [_fmt_kind(v, kind, places).replace("|", "\\|") for v, kind in zip(row, kinds, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _column_kind(values: pd.Series, header: str) -> str:
+    if header in GENERAL_COLUMNS:
+        return "general"
+    if pd.api.types.is_integer_dtype(values) or header in COUNT_COLUMNS:
+        return "count"
+    return "number"
+
+
+def _fmt_kind(value: Any, kind: str, places: int) -> str:
+    if _missing(value):
+        return ""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return str(value)
+    if kind == "general":
+        return format(float(value), "g")
+    if kind == "count" and float(value).is_integer():
+        return str(int(value))
+    return f"{float(value):.{places}f}"
 
 
 def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:

@@ -266,3 +266,19 @@ def test_t2_table_gives_other_backbones_their_own_columns(make_rows, paper):
     assert t2.loc[("VAPT", "ours"), ("ours: vit_test", "custom")] == 80.0
     assert np.isnan(t2.loc[("VAPT", "ours"), ("vit_b16_mae", "Natural")])
     assert t2.loc[("VAPT", "paper"), ("vit_b16_mae", "Natural")] == 59.23
+
+
+def test_custom_tasks_do_not_count_in_the_mean_total(make_rows, paper):
+    _, vtab_cell = make_rows
+    rows = vtab_cell("vit_test", "vapt", "cifar", "natural", {(1.0, 0.0): 1.0}, [50.0], best=(1.0, 0.0))
+    rows += vtab_cell("vit_test", "vapt", "digits", "custom", {(1.0, 0.0): 1.0}, [90.0], best=(1.0, 0.0))
+    groups = R.group_table(R.task_table(pd.DataFrame(rows)), paper).set_index("group")
+    assert groups.loc["all", "mean"] == 50.0 and groups.loc["all", "n_tasks"] == 1
+    assert groups.loc["custom", "mean"] == 90.0
+
+
+def test_markdown_keeps_counts_and_learning_rates_readable():
+    table = pd.DataFrame({"method": ["vapt"], "n_seeds": [5.0], "lr": [0.005], "mean": [71.234], "std": [np.nan]})
+    lines = R.to_markdown(table.iloc[[0]].set_axis([7])).splitlines()
+    assert lines[0] == "| method | n_seeds | lr | mean | std |"
+    assert lines[2] == "| vapt | 5 | 0.005 | 71.23 |  |"
