@@ -318,10 +318,11 @@ def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | None]:
     """Settings, methods and output path from the command line."""
-    parser = argparse.ArgumentParser(prog="python -m vapt bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m vapt bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="vit_test", help="named ViT or Swin backbone, or a timm name")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from " + ",".join(METHODS))
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=4, help="images per training / evaluation step")
     parser.add_argument("--num-tokens", type=int, default=10, help="prompts per block (Np)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: native)")

@@ -217,6 +217,11 @@ def test_local_weights_file_is_loaded(tmp_path):
         torch.testing.assert_close(loaded.state_dict()[key], value)
     with pytest.raises(WeightsError, match="missing.pth"):
         create_swin_backbone("swin_test", weights=tmp_path / "missing.pth")
+    (tmp_path / "swin_test.npz").write_bytes(b"")
+    with pytest.raises(WeightsError, match="unsupported format"):
+        create_swin_backbone("swin_test", weights=tmp_path / "swin_test.npz")
+    with pytest.raises(WeightsError, match="no weights on the timm hub"):
+        create_swin_backbone("swin_test", pretrained=True)
 
 
 def test_backbone_names_and_errors():
