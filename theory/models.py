@@ -76,6 +76,12 @@ class PromptFamily:
     B: np.ndarray
     c: np.ndarray
 
+    def __post_init__(self):
+        B = np.asarray(self.B, dtype=float)
+        d = B.shape[0] if B.ndim == 2 else -1
+        object.__setattr__(self, "B", _check_matrix("B", B, (d, d) if d > 0 else (-1, -1)))
+        object.__setattr__(self, "c", _check_matrix("c", self.c, (d,)))
+
     @property
     def d(self) -> int:
         """Input dimension."""
@@ -308,6 +314,8 @@ class MixingMeasure:
     def from_vector(cls, z: np.ndarray, n_atoms: int) -> MixingMeasure:
         """Inverse of :meth:`to_vector`."""
         z = np.asarray(z, dtype=float)
+        if n_atoms < 1 or z.ndim != 1 or z.size % n_atoms or z.size <= n_atoms:
+            raise ValueError(f"z must be a vector of n_atoms * (P + 1) entries for n_atoms={n_atoms!r}, got {z.shape}")
         P = (z.size - n_atoms) // n_atoms
         return cls(z[: n_atoms * P].reshape(n_atoms, P), z[n_atoms * P :])
 

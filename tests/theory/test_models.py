@@ -102,3 +102,14 @@ def test_prepare_rejects_wrong_input_shape():
     model, _ = default_truth("vpt")
     with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
         model.prepare(np.zeros((5, 3)))
+
+
+def test_family_and_measure_validation():
+    from theory.models import StaticPrompt
+
+    with pytest.raises(ValueError, match="B must have shape"):
+        StaticPrompt("vpt", np.ones((2, 3)), np.ones(2))
+    with pytest.raises(ValueError, match=r"c must have shape \(2,\)"):
+        StaticPrompt("vpt", np.eye(2), np.ones(3))
+    with pytest.raises(ValueError, match="n_atoms=2"):
+        MixingMeasure.from_vector(np.ones(7), 2)
