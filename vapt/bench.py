@@ -1,7 +1,8 @@
 """Efficiency benchmark: training-step time, evaluation throughput, peak memory, FLOPs and parameters per method.
 
 Every method is measured in its own worker process (forked from a server process that has only imported
-the library), so one method's memory peak cannot hide another's. Peak memory is, on CUDA, the allocator's
+the library), so one method's memory peak cannot hide another's; the timed steps go round-robin over
+the methods, so changes in the machine's load hit all methods alike. Peak memory is, on CUDA, the allocator's
 `torch.cuda.max_memory_allocated` over the training steps; on CPU, the worker's peak resident memory
 (VmHWM) over model building and the training steps minus its resident memory before the model was built.
 Both therefore count weights, activations, gradients and optimizer state, but not the PyTorch runtime.
@@ -16,13 +17,14 @@ import dataclasses
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,23 +129,99 @@ def count_flops(model: torch.nn.Module, images: Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-@contextlib.contextmanager
-def _cpu_peak_memory() -> Iterator[Callable[[], float]]:
-    """Yield a function giving the rise of peak resident memory (MiB) since entering (Linux /proc)."""
-    status = Path("/proc/self/status")
+class CpuPeakMemory:
+    """Rise of this process's peak resident memory (MiB) since construction (Linux /proc)."""
 
-    def read(field: str) -> int:
-        match = re.search(rf"^{field}:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+    STATUS = Path("/proc/self/status")
+
+    def __init__(self) -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current resident size
+        except OSError:
+            pass
+        self.start = self._read("VmRSS")
+
+    def _read(self, field: str) -> int:
+        match = re.search(rf"^{field}:\s+(\d+) kB", self.STATUS.read_text(), re.MULTILINE)
         if match is None:
-            raise ConfigError(f"cannot measure CPU memory: no {field} in {status}")
+            raise ConfigError(f"cannot measure CPU memory: no {field} in {self.STATUS}")
         return int(match.group(1))
 
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current resident size
-    except OSError:
-        pass
-    start = read("VmRSS")
-    yield lambda: max(read("VmHWM") - start, 0) / 1024
+    def rise_mb(self) -> float:
+        """Peak resident memory minus the resident memory at construction, in MiB."""
+        return max(self._read("VmHWM") - self.start, 0) / 1024
+
+
+class MethodBench:
+    """One method's model, data and optimizer, ready for timed training and evaluation steps."""
+
+    def __init__(self, settings: BenchSettings, method: str):
+        self.settings = settings
+        self.device = torch.device(settings.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {settings.device!r} requested but CUDA is not available here")
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        self.autocast = (torch.autocast(self.device.type, dtype=DTYPES[settings.dtype]) if settings.dtype != "fp32"
+                         else contextlib.nullcontext())
+        self.cpu_memory = CpuPeakMemory()
+        torch.manual_seed(0)
+        self.model = build_model(settings, method).to(self.device)
+        size = native_image_size(self.model)
+        self.images = torch.randn(settings.batch, 3, size, size, device=self.device)
+        self.labels = torch.randint(0, settings.num_classes, (settings.batch,), device=self.device)
+        self.summary = {
+            "method": method,
+            "gflops_per_image": count_flops(self.model, self.images[:1]) / 1e9,
+            "trainable_params": count_parameters(self.model)["trainable"],
+            "image_size": size,
+            "cpu_threads": torch.get_num_threads(),
+        }
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(trainable, lr=1e-3, momentum=0.9)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.model.train()
+        for _ in range(settings.warmup):
+            self._train()
+        self.eval_ready = False
+
+    def _train(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            loss = F.cross_entropy(self.model(self.images), self.labels)
+        loss.backward()
+        self.optimizer.step()
+
+    def _eval(self) -> None:
+        with torch.no_grad(), self.autocast:
+            self.model(self.images)
+
+    def _timed(self, fn: Callable[[], None]) -> float:
+        _synchronize(self.device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(self.device)
+        return time.perf_counter() - start
+
+    def train_step(self) -> float:
+        """Seconds of one training step: forward, backward and SGD step."""
+        return self._timed(self._train)
+
+    def peak_memory_mb(self) -> float:
+        """Peak memory so far (MiB): CUDA allocator peak since the model was built, or the CPU peak RSS rise."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return self.cpu_memory.rise_mb()
+
+    def eval_step(self) -> float:
+        """Seconds of one evaluation forward pass without gradients (the first call warms up first)."""
+        if not self.eval_ready:
+            self.model.eval()
+            for _ in range(self.settings.warmup):
+                self._eval()
+            self.eval_ready = True
+        return self._timed(self._eval)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -151,127 +229,132 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn: Callable[[], None], device: torch.device, steps: int, warmup: int) -> float:
-    times = []
-    for i in range(warmup + steps):
-        _synchronize(device)
-        start = time.perf_counter()
-        fn()
-        _synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _row(summary: dict[str, Any], batch: int, train: list[float], eval_: list[float], peak: float) -> dict[str, Any]:
+    return {
+        **summary,
+        "step_time_s": statistics.median(train),
+        "eval_images_per_s": batch / statistics.median(eval_),
+        "peak_memory_mb": peak,
+    }
 
 
 def measure_method(settings: BenchSettings, method: str) -> dict[str, Any]:
-    """Measure one method in this process: one row of the benchmark table."""
-    device = torch.device(settings.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {settings.device!r} requested but CUDA is not available here")
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    autocast = (torch.autocast(device.type, dtype=DTYPES[settings.dtype]) if settings.dtype != "fp32"
-                else contextlib.nullcontext())
-    with _cpu_peak_memory() as cpu_peak:
-        torch.manual_seed(0)
-        model = build_model(settings, method).to(device)
-        size = native_image_size(model)
-        images = torch.randn(settings.batch, 3, size, size, device=device)
-        labels = torch.randint(0, settings.num_classes, (settings.batch,), device=device)
-        flops = count_flops(model, images[:1])
-        trainable = count_parameters(model)["trainable"]
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-
-        def train_step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                loss = F.cross_entropy(model(images), labels)
-            loss.backward()
-            optimizer.step()
-
-        model.train()
-        step_time = _median_time(train_step, device, settings.steps, settings.warmup)
-        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else cpu_peak()
-
-    def eval_step() -> None:
-        with torch.no_grad(), autocast:
-            model(images)
-
-    model.eval()
-    eval_time = _median_time(eval_step, device, settings.steps, settings.warmup)
-    return {
-        "method": method,
-        "step_time_s": step_time,
-        "eval_images_per_s": settings.batch / eval_time,
-        "peak_memory_mb": peak,
-        "gflops_per_image": flops / 1e9,
-        "trainable_params": trainable,
-        "image_size": size,
-        "cpu_threads": torch.get_num_threads(),
-    }
+    """Measure one method in this process: one row of the benchmark table (plus `DETAILS`)."""
+    bench = MethodBench(settings, method)
+    train = [bench.train_step() for _ in range(settings.steps)]
+    peak = bench.peak_memory_mb()
+    eval_ = [bench.eval_step() for _ in range(settings.steps)]
+    return _row(bench.summary, settings.batch, train, eval_, peak)
 
 
 RESULT_TAG = "vapt-bench-result "
 
 
-def serve() -> None:
-    """Worker server: read one JSON job per stdin line, measure it in a forked child, reply on stdout.
+def _work(conn: socket.socket, settings: BenchSettings, method: str) -> None:
+    """A forked worker: set up one method, then answer train / eval / memory / stop commands."""
+    with conn, conn.makefile("rw") as channel:
+        def reply(message: dict[str, Any]) -> None:
+            channel.write(json.dumps(message) + "\n")
+            channel.flush()
 
-    The server only imports the library and never computes, so every forked child starts clean.
-    """
-    for line in sys.stdin:
-        job = json.loads(line)
-        read_fd, write_fd = os.pipe()
-        sys.stdout.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
+        try:
+            bench = MethodBench(settings, method)
+            reply({"ok": bench.summary})
+        except BaseException:
+            reply({"error": traceback.format_exc()})
+            return
+        actions = {"train": bench.train_step, "eval": bench.eval_step, "memory": bench.peak_memory_mb}
+        for line in channel:
+            command = json.loads(line)["cmd"]
+            if command == "stop":
+                reply({"ok": None})
+                return
             try:
-                reply = {"ok": measure_method(BenchSettings(**job["settings"]), job["method"])}
-            except BaseException:  # reported by the parent with the method's name
-                reply = {"error": traceback.format_exc()}
-            with os.fdopen(write_fd, "w") as pipe:
-                pipe.write(json.dumps(reply))
-            os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            data = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        if not data:
-            data = json.dumps({"error": f"the worker process ended (wait status {status}) before sending a result"})
-        sys.stdout.write(RESULT_TAG + data + "\n")
+                reply({"ok": actions[command]()})
+            except BaseException:
+                reply({"error": traceback.format_exc()})
+
+
+def serve() -> None:
+    """Worker server: fork one worker per method on `start`, relay later commands to it, reply on stdout.
+
+    The server only imports the library and never computes, so every forked worker starts clean.
+    """
+    workers: dict[str, tuple[int, socket.socket, Any]] = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        method = request["method"]
+        if request["cmd"] == "start":
+            ours, theirs = socket.socketpair()
+            sys.stdout.flush()
+            pid = os.fork()
+            if pid == 0:
+                ours.close()
+                _work(theirs, BenchSettings(**request["settings"]), method)
+                os._exit(0)
+            theirs.close()
+            workers[method] = (pid, ours, ours.makefile("rw"))
+        else:
+            workers[method][2].write(json.dumps(request) + "\n")
+            workers[method][2].flush()
+        pid, _, channel = workers[method]
+        answer = channel.readline()
+        if not answer or request["cmd"] == "stop":
+            _, status = os.waitpid(pid, 0)
+            channel.close()
+            workers.pop(method)[1].close()
+            if not answer:
+                answer = json.dumps({"error": f"the worker ended (wait status {status}) without answering"})
+        sys.stdout.write(RESULT_TAG + answer.strip() + "\n")
         sys.stdout.flush()
 
 
-def _reply(server: subprocess.Popen) -> dict[str, Any]:
+def _ask(server: subprocess.Popen, settings: BenchSettings, method: str, command: str) -> Any:
+    request = {"cmd": command, "method": method, "settings": dataclasses.asdict(settings)}
+    server.stdin.write(json.dumps(request) + "\n")
+    server.stdin.flush()
     for line in server.stdout:
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+            answer = json.loads(line[len(RESULT_TAG):])
+            break
         sys.stderr.write(line)
-    return {"error": f"the worker server exited with code {server.wait()}"}
+    else:
+        answer = {"error": f"the worker server exited with code {server.wait()}"}
+    if "ok" not in answer:
+        raise RuntimeError(f"benchmark of {method!r} on {settings.backbone!r} failed ({command}): {answer['error']}")
+    return answer["ok"]
 
 
 def run_bench(settings: BenchSettings, methods: list[str]) -> pd.DataFrame:
-    """Measure each method in a fresh worker process; one row per method, columns `COLUMNS` + `DETAILS`."""
+    """Measure each method in its own worker process; one row per method, columns `COLUMNS` + `DETAILS`.
+
+    All workers are set up first; then the timed steps go round-robin over the methods (one worker
+    computes at a time), so a change in the machine's load affects every method alike.
+    """
     for method in methods:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; expected some of {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"--methods lists a method twice: {','.join(methods)}")
     server = subprocess.Popen([sys.executable, "-c", "from vapt.bench import serve; serve()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    rows = []
     try:
-        for method in methods:
-            server.stdin.write(json.dumps({"settings": dataclasses.asdict(settings), "method": method}) + "\n")
-            server.stdin.flush()
-            reply = _reply(server)
-            if "ok" not in reply:
-                raise RuntimeError(f"benchmark of {method!r} on {settings.backbone!r} failed: {reply['error']}")
-            rows.append(reply["ok"])
+        summaries = {m: _ask(server, settings, m, "start") for m in methods}
+        train: dict[str, list[float]] = {m: [] for m in methods}
+        eval_: dict[str, list[float]] = {m: [] for m in methods}
+        for _ in range(settings.steps):
+            for m in methods:
+                train[m].append(_ask(server, settings, m, "train"))
+        peaks = {m: _ask(server, settings, m, "memory") for m in methods}
+        for _ in range(settings.steps):
+            for m in methods:
+                eval_[m].append(_ask(server, settings, m, "eval"))
+        for m in methods:
+            _ask(server, settings, m, "stop")
     finally:
         server.stdin.close()
         server.wait()
+    rows = [_row(summaries[m], settings.batch, train[m], eval_[m], peaks[m]) for m in methods]
     return pd.DataFrame(rows, columns=[*COLUMNS, *DETAILS])
 
 
