@@ -27,7 +27,7 @@
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (the paper's runs, read from RUNS)
-RUNS = "../runs"
+RUNS = "../runs"  # the runs folder seen from notebooks/ (the commands below run from the repository root)
 DATA_ROOT = "<DATA>"
 
 # %%
@@ -37,7 +37,7 @@ from vapt import figures, results, smoke
 
 # %%
 if MODE == "full":
-    print("\n".join(figures.reproduce_commands("T1", data_root=DATA_ROOT, runs=RUNS)))
+    print("\n".join(figures.reproduce_commands("T1", data_root=DATA_ROOT)))
     runs = RUNS
 else:
     print(smoke.SMOKE_LABEL)

@@ -20,7 +20,7 @@
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (the paper's runs, read from RUNS)
-RUNS = "../runs"
+RUNS = "../runs"  # the runs folder seen from notebooks/ (the commands below run from the repository root)
 DATA_ROOT = "<DATA>"
 
 # %%
@@ -30,7 +30,7 @@ from vapt import figures, results, smoke
 
 # %%
 if MODE == "full":
-    print("\n".join(figures.reproduce_commands("A", data_root=DATA_ROOT, runs=RUNS)))
+    print("\n".join(figures.reproduce_commands("A", data_root=DATA_ROOT)))
     runs, out, note = RUNS, "../figures", None
 else:
     runs, out, note = smoke.ablations(), smoke.cache_dir() / "figures", smoke.SMOKE_LABEL

@@ -22,7 +22,7 @@
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (the paper's runs, read from RUNS)
-RUNS = "../runs"
+RUNS = "../runs"  # the runs folder seen from notebooks/ (the commands below run from the repository root)
 DATA_ROOT = "<DATA>"
 IMAGES = 5
 
@@ -33,7 +33,7 @@ from vapt import figures, smoke
 
 # %%
 if MODE == "full":
-    print("\n".join(figures.reproduce_commands("F-cam", data_root=DATA_ROOT, runs=RUNS)))
+    print("\n".join(figures.reproduce_commands("F-cam", data_root=DATA_ROOT)))
     runs, out, note = RUNS, "../figures", None
 else:
     runs, out, note = smoke.main_results(), smoke.cache_dir() / "figures", smoke.SMOKE_LABEL

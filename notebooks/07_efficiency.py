@@ -23,7 +23,6 @@
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (reads BENCH)
 BENCH = "../runs/bench.csv"
-RUNS = "../runs"
 
 # %%
 import pandas as pd
@@ -35,7 +34,7 @@ from vapt import figures, results, smoke
 
 # %%
 if MODE == "full":
-    print("\n".join(figures.reproduce_commands("E", runs=RUNS)))
+    print("\n".join(figures.reproduce_commands("E")))
     bench, out, note = BENCH, "../figures", None
 else:
     bench, out, note = smoke.efficiency(), smoke.cache_dir() / "figures", smoke.BENCH_LABEL

@@ -22,7 +22,6 @@
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (seconds) or "full" (reads THEORY)
 THEORY = "../runs/theory"
-RUNS = "../runs"
 
 # %%
 from pathlib import Path
@@ -34,7 +33,7 @@ from vapt import figures, smoke
 
 # %%
 if MODE == "full":
-    print("\n".join(figures.reproduce_commands("TH", runs=RUNS)))
+    print("\n".join(figures.reproduce_commands("TH")))
     theory, out, note = Path(THEORY), "../figures", None
 else:
     theory, out, note = smoke.theory_quick(), smoke.cache_dir() / "figures", smoke.THEORY_LABEL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -23,8 +24,11 @@ LIMIT_S = 290  # each notebook must finish well under five minutes
 executed: dict[str, nbformat.NotebookNode] = {}
 
 
-def run_notebook(name: str) -> tuple[nbformat.NotebookNode, float]:
+def run_notebook(name: str, **parameters: str) -> tuple[nbformat.NotebookNode, float]:
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    if parameters:
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        cell.source += "\n" + "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
     client = NotebookClient(notebook, kernel_name="python3", timeout=LIMIT_S,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     started = time.perf_counter()
@@ -104,3 +108,37 @@ def test_main_results_notebook_shows_table_1_in_the_papers_format(smoke_cache):
         assert re.fullmatch(r"\d+\.\d", row[smoke_column]), row
         assert row[cifar] == ""  # the smoke task is not CIFAR-100
     assert any("SMOKE" in text for text in outputs(notebook, "stream"))
+
+
+def test_figures_command_draws_every_figure_from_the_smoke_runs(smoke_cache, tmp_path, capsys):
+    from vapt import figures
+
+    assert figures.main(["--runs", str(tmp_path / "no-runs"), "--out", str(tmp_path / "figs"), "--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped" not in out
+    names = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    stems = ("ablations", "backbone_scale", "efficiency", "gradcam", "low_data", "theory")
+    assert names == sorted(f"{s}.{x}" for s in stems for x in ("pdf", "png"))
+
+
+def _result(folder: Path, method: str, value: float) -> None:
+    folder.mkdir(parents=True)
+    config = {"backbone": R.MAIN_BACKBONE, "method": method, "data": "vtab1k/cifar", "data_root": "x", "lr": 1.0,
+              "wd": 0.0, "seed": 42, "epochs": 100, "batch_size": 64, "fraction": 1.0,
+              "train_split": "train800val200", "eval_splits": ["test"]}
+    record = {"run_id": folder.name, "status": "finished", "final": {"test": value}, "config": config,
+              "params": {"prompt": 55_608, "head": 76_900, "backbone": 85_798_656, "trainable": 132_508},
+              "method_config": {"method": method, "num_tokens": 10}, "wall_time_s": 1.0}
+    (folder / "result.json").write_text(json.dumps(record))
+
+
+def test_main_results_notebook_in_full_mode_reads_the_runs_and_prints_the_commands(tmp_path):
+    _result(tmp_path / "runs" / "vapt", "vapt", 80.31)
+    notebook, _ = run_notebook("01_main_results", MODE="full", RUNS=str(tmp_path / "runs"), DATA_ROOT="/data")
+    printed = "".join(outputs(notebook, "stream"))
+    assert "python -m vapt sweep --backbone vit_b16_in21k --method vapt --data vtab1k fgvc --data-root /data" in printed
+    table = next(t for t in outputs(notebook, "text/markdown") if "VTAB-1K Natural: CIFAR-100" in t)
+    header, rows = _markdown_table(table)
+    ours = rows[("VAPT", f"ours ({R.MAIN_BACKBONE})")]
+    assert ours[header.index("VTAB-1K Natural: CIFAR-100")] == "80.3"
+    assert rows[("VAPT", "paper")][header.index("VTAB-1K Natural: Mean")] == "81.43"
