@@ -2,10 +2,12 @@
 
 A tiny ViT (`vit_test`: 32 px, patch 4, depth 4, width 64) is pre-trained here on scikit-learn's
 bundled handwritten digits 0-5 (supervised, or self-supervised by predicting image rotations), saved,
-and reloaded through the local-weights path (`weights=PATH`). It is then adapted with the real
-`vapt.sweep` protocol (grid on validation, final seeds on test) to the held-out digits 6-9, written
-as a custom task in the VTAB-1K and FGVC folder layouts. The numbers are real but small-scale: they
-exercise the code path of every table and figure, they do not reproduce the paper.
+and reloaded through the local-weights path (`weights=PATH`). It is then adapted to the held-out
+digits 6-9, written as a custom task in the VTAB-1K and FGVC folder layouts: the tables (T1, T2) go
+through the real `vapt.sweep.sweep` protocol (grid on validation, final runs on test), the low-data
+and ablation runs are final runs at a fixed lr / wd through the same `vapt.train.train`. The numbers
+are real but small-scale: they exercise the code path of every table and figure, they do not
+reproduce the paper.
 
 The pre-trained checkpoint, the transfer data and the runs live in a cache folder: the `cache`
 argument, else `$VAPT_SMOKE_CACHE`, else `~/.cache/vapt/smoke`; everything is reused when present.
