@@ -155,7 +155,8 @@ def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str, note: st
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=f".{suffix}.tmp")
         os.close(fd)
         try:
-            fig.savefig(tmp, format=suffix, bbox_inches="tight")
+            metadata = {"CreationDate": None} if suffix == "pdf" else None  # reproducible bytes
+            fig.savefig(tmp, format=suffix, bbox_inches="tight", metadata=metadata)
             os.chmod(tmp, R.file_mode())
             os.replace(tmp, path)
         finally:
@@ -805,23 +806,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench", default=None, help="CSV written by `python -m vapt bench`")
     parser.add_argument("--gradcam-images", type=int, default=5, help="images in the Grad-CAM grid")
     parser.add_argument("--smoke", action="store_true",
-                        help="when --runs holds no runs: build the CPU smoke runs, theory run and benchmark "
-                             "(vapt.smoke, cached) and draw from them, labelled as smoke")
+                        help="stand in for what is missing (runs under --runs, the --theory run, the --bench CSV) "
+                             "with the CPU smoke versions (vapt.smoke, cached), labelled as smoke on the figures")
     parser.add_argument("--cache", default=None, help="smoke cache folder (default: $VAPT_SMOKE_CACHE or "
                                                       "~/.cache/vapt/smoke)")
     args = parser.parse_args(argv)
     runs: Any = args.runs
     theory, bench, notes = args.theory, args.bench, {}
-    if args.smoke and not has_runs(args.runs):
+    if args.smoke:
         from vapt import smoke
 
-        print(f"no runs under {args.runs}; building the smoke runs ({smoke.SMOKE_LABEL})")
-        made = smoke.build_all(args.cache)
-        runs = [made[name] for name in ("main", "low_data", "ablations")]  # T2's backbone differs: table only
-        notes["note"] = smoke.SMOKE_LABEL
-        if theory is None:
+        if not has_runs(args.runs):
+            print(f"no runs under {args.runs}; using the smoke runs ({smoke.SMOKE_LABEL})")
+            made = smoke.build_all(args.cache)
+            runs = [made[name] for name in ("main", "low_data", "ablations")]  # T2's backbone differs: table only
+            notes["note"] = smoke.SMOKE_LABEL
+        if theory is None or not (Path(theory) / "summary.csv").is_file():
+            print(f"no theory run{f' in {theory}' if theory else ''}; using the smoke one ({smoke.THEORY_LABEL})")
             theory, notes["theory_note"] = smoke.theory_quick(args.cache), smoke.THEORY_LABEL
-        if bench is None:
+        if bench is None or not Path(bench).is_file():
+            print(f"no benchmark CSV{f' at {bench}' if bench else ''}; using the smoke one ({smoke.BENCH_LABEL})")
             bench, notes["bench_note"] = smoke.efficiency(args.cache), smoke.BENCH_LABEL
     draw_all(runs, args.out, theory=theory, bench=bench, gradcam_images=args.gradcam_images, **notes)
     return 0
