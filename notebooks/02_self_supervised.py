@@ -17,7 +17,9 @@
 # VPT-shallow, VPT-deep, GateVPT (paper only; not implemented here) and VAPT. Paper rows come from the
 # bundled CSV with their status (several values are secondary sources). `MODE = "smoke"` pre-trains the
 # tiny ViT **without labels** (predicting image rotations of digits 0-5), reloads it from the file, and
-# adapts it to digits 6-9 with the prompt methods; those columns are marked `ours: vit_test`.
+# adapts it to digits 6-9 with the prompt methods; those columns are marked `ours: vit_test`. At this
+# scale the rotation-pretrained features can transfer close to chance (4 classes: 25 %); the smoke run
+# checks the code path, not the paper's claim.
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (the paper's runs, read from RUNS)
