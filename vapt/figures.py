@@ -560,7 +560,7 @@ def theory_figure(summary: pd.DataFrame, out_dir: str | os.PathLike, name: str =
     metrics = list(dict.fromkeys(frame["metric"].astype(str)))
     palette = dict(zip(metrics, sns.color_palette("deep", n_colors=len(metrics)), strict=False))
     width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(settings) * max(1, len(metrics) / 2)), 3.8))
+    fig, ax = plt.subplots(figsize=(min(14.0, 3.0 + 1.4 * len(settings)), 4.2))
     for i, metric in enumerate(metrics):
         part = frame[frame["metric"].astype(str) == metric].set_index("setting").reindex(settings)
         x = np.arange(len(settings)) + (i - (len(metrics) - 1) / 2) * width
@@ -572,14 +572,16 @@ def theory_figure(summary: pd.DataFrame, out_dir: str | os.PathLike, name: str =
                    label=f"{metric}: predicted")
         if "verdict" in part:
             for xi, yi, verdict in zip(x, part["ci_high"], part["verdict"], strict=False):
-                if isinstance(verdict, str) and np.isfinite(yi):
+                if isinstance(verdict, str) and verdict != "consistent" and np.isfinite(yi):
                     ax.annotate(verdict, (xi, yi), textcoords="offset points", xytext=(0, 4), ha="center",
                                 fontsize=7)
     ax.set_xticks(np.arange(len(settings)), settings)
     ax.set_ylabel("log-log slope of error vs n")
     ax.axhline(0, color="0.6", linewidth=0.8)
     ax.legend(frameon=False, fontsize=8, ncol=2)
-    ax.set_title("Theory: estimation rates of prompt experts (simulation)")
+    verdicts = frame["verdict"].astype(str) if "verdict" in frame else pd.Series(dtype=str)
+    agree = f"; {int((verdicts == 'consistent').sum())} of {len(verdicts)} rows consistent" if len(verdicts) else ""
+    ax.set_title(f"Theory: estimation rates of prompt experts (simulation){agree}")
     fig.tight_layout()
     return save_figure(fig, out_dir, name, note)
 
