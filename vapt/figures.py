@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from vapt import results as R  # noqa: E402
+from vapt.atomic import atomic_path  # noqa: E402
 
 METHOD_COLORS: dict[str, str] = {
     "linear": "#8c8c8c",
@@ -152,16 +152,9 @@ def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str, note: st
     paths = []
     for suffix in ("png", "pdf"):
         path = out_dir / f"{name}.{suffix}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=f".{suffix}.tmp")
-        os.close(fd)
-        try:
-            metadata = {"CreationDate": None} if suffix == "pdf" else None  # reproducible bytes
+        metadata = {"CreationDate": None} if suffix == "pdf" else None  # reproducible bytes
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=suffix, bbox_inches="tight", metadata=metadata)
-            os.chmod(tmp, R.file_mode())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         paths.append(path)
     plt.close(fig)
     return paths

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from vapt.atomic import save_torch_atomic
 from vapt.config import FullConfig, MethodConfig, VAPTConfig, VPTConfig
 from vapt.prompts import AdaptivePromptGenerator, VPTPromptGenerator, vpt_init_range
 
@@ -87,16 +86,7 @@ class PromptedModel(nn.Module):
 
     def save_trainable(self, path: str | os.PathLike) -> None:
         """Write the trainable state to `path` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({"method": self.method, "state": self.trainable_state_dict()}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        save_torch_atomic(path, {"method": self.method, "state": self.trainable_state_dict()})
 
     def load_trainable(self, path: str | os.PathLike) -> None:
         """Read a file written by `save_trainable`."""

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vapt.atomic import write_text_atomic
 from vapt.config import VAPTConfig
 from vapt.data.fgvc import FGVC_DATASETS, FGVC_TITLES
 from vapt.data.vtab import VTAB_GROUPS, VTAB_TASKS
@@ -753,27 +753,9 @@ def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
     return styler.to_latex(hrules=True, multicol_align="c", caption=caption, clines=None)
 
 
-def file_mode() -> int:
-    """The permissions a newly created file gets under the current umask (mkstemp's files are 0600)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text atomically (temporary file in the same folder, then rename), readable as umask allows."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Write text atomically (temporary file in the same folder, then rename)."""
+    return write_text_atomic(path, text)
 
 
 # ------------------------------------------------------------------------------------- reports

@@ -34,6 +34,7 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
+from vapt.atomic import write_json_atomic
 from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
 from vapt.train import (
@@ -45,7 +46,6 @@ from vapt.train import (
     run_dir,
     run_id,
     train,
-    write_json_atomic,
 )
 
 PAPER_SEEDS: tuple[int, ...] = (42, 44, 82, 100, 800)

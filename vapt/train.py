@@ -27,7 +27,6 @@ import platform
 import random
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -42,6 +41,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from vapt.atomic import save_torch_atomic, write_json_atomic
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
 from vapt.errors import ConfigError
 
@@ -214,32 +214,6 @@ def environment(device: torch.device) -> dict[str, str]:
         "vapt": getattr(vapt, "__version__", "unknown"),
         "device": f"{device.type} ({name})" if name else device.type, "hostname": socket.gethostname(),
     }
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to `path` through a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def save_torch_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save to `path` through a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
