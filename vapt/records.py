@@ -16,7 +16,7 @@ from vapt.errors import DataLayoutError
 COLUMNS: tuple[str, ...] = (
     "run_id", "backbone", "method", "benchmark", "task", "group", "train_split", "split", "seed", "lr", "wd",
     "fraction", "epochs", "batch_size", "num_tokens", "metric", "value", "status", "trainable_params",
-    "prompt_params", "head_params", "backbone_params", "wall_time_s", "path",
+    "prompt_params", "head_params", "backbone_params", "weights", "wall_time_s", "path",
 )
 
 
@@ -38,7 +38,8 @@ def _rows(record: dict[str, Any], path: Path, runs_dir: Path) -> list[dict[str, 
         "num_tokens": math.nan if num_tokens is None else num_tokens, "metric": "top1",
         "status": record.get("status"), "trainable_params": params.get("trainable"),
         "prompt_params": params.get("prompt"), "head_params": params.get("head"),
-        "backbone_params": params.get("backbone"), "wall_time_s": record.get("wall_time_s"), "path": str(path),
+        "backbone_params": params.get("backbone"), "weights": config.get("weights"),
+        "wall_time_s": record.get("wall_time_s"), "path": str(path),
     }
     final = record.get("final") or {}
     splits = config.get("eval_splits") or list(final)

@@ -27,7 +27,7 @@ def _write(out: Path, status: str = "finished", **fields: object) -> TrainConfig
 
 def test_one_row_per_run_and_split(tmp_path: Path) -> None:
     _write(tmp_path)
-    _write(tmp_path, data="fgvc/stanford_cars", method="vpt_shallow", num_tokens=5)
+    _write(tmp_path, data="fgvc/stanford_cars", method="vpt_shallow", num_tokens=5, weights="/w/ViT-B_16.npz")
     _write(tmp_path, lr=50, status="failed")
     frame = load_results(tmp_path)
     assert list(frame.columns) == list(COLUMNS) and len(frame) == 4
@@ -35,6 +35,7 @@ def test_one_row_per_run_and_split(tmp_path: Path) -> None:
     assert list(cars.index) == ["val", "test"] and cars.loc["test", "value"] == 51.0
     assert (cars["group"] == "fgvc").all() and (cars["benchmark"] == "fgvc").all()
     assert (cars["train_split"] == "train").all() and (cars["num_tokens"] == 5).all()
+    assert (cars["weights"] == "/w/ViT-B_16.npz").all()
     dsprites = frame[(frame["task"] == "dsprites_loc") & (frame["status"] == "finished")].iloc[0]
     expected = dict(group="structured", benchmark="vtab1k", split="val200", seed=44, lr=2.5, wd=0.0001,
                     metric="top1", value=50.0, trainable_params=110, prompt_params=100, backbone_params=1000,
