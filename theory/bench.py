@@ -19,7 +19,7 @@ from theory.sample_efficiency import _family_list, _int_at_least, _Parser
 from theory.voronoi import voronoi_d1
 
 
-def bench_family(family: str, regime: str, n: int, n_fits: int, seed: int = 0) -> dict:
+def bench_family(family: str, regime: str, n: int, n_fits: int, seed: int = 0, method: str = "trf") -> dict:
     """Time ``n_fits`` identical fits with the analytic Jacobian and with scipy's '2-point' differences."""
     cfg = make_config(family, regime)
     model, G = default_truth(family)
@@ -43,6 +43,7 @@ def bench_family(family: str, regime: str, n: int, n_fits: int, seed: int = 0) -
                 tol=TOLERANCE[regime],
                 max_nfev=MAX_NFEV[regime],
                 jacobian=jac,
+                method=method,
             )
             for X, Y, starts in problems
         ]
@@ -66,10 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--families", type=_family_list, default=["vpt", "vapt", "vapt_linear"])
     p.add_argument("--regime", choices=("exact", "over"), default="exact")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--method", choices=("trf", "lm"), default="trf", help="least-squares method (default trf)")
     args = p.parse_args(argv)
     limit_blas_threads()
     print("== Benchmark of the least-squares fits in the prompt-MoE simulation ==")
-    rows = [bench_family(f, args.regime, args.n, args.fits, args.seed) for f in args.families]
+    rows = [bench_family(f, args.regime, args.n, args.fits, args.seed, args.method) for f in args.families]
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     total_a = sum(args.fits / r["analytic_fits_per_s"] for r in rows)

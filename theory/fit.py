@@ -115,6 +115,7 @@ def fit_least_squares(
     tol: float = 1e-10,
     max_nfev: int = 200,
     jacobian: str = "analytic",
+    method: str = "trf",
 ) -> FitResult:
     """Minimize sum_i (Y_i - f_G(X_i))^2 with trust-region reflective least squares; keep the best start."""
     X = np.asarray(X, dtype=float)
@@ -130,6 +131,8 @@ def fit_least_squares(
         raise ValueError(f"Y must have shape ({X.shape[0]},), got {Y.shape}")
     if jacobian not in ("analytic", "2-point", "3-point"):
         raise ValueError(f"jacobian must be 'analytic', '2-point' or '3-point'; got {jacobian!r}")
+    if method not in ("trf", "lm"):
+        raise ValueError(f"method must be 'trf' or 'lm'; got {method!r}")
     if not (0 < tol < 1):
         raise ValueError(f"tol must be in (0, 1), got {tol!r}")
     if not starts:
@@ -144,7 +147,7 @@ def fit_least_squares(
                 objective.residuals,
                 z0,
                 jac=jac,
-                method="trf",
+                method=method,
                 ftol=tol,
                 xtol=tol,
                 gtol=tol,

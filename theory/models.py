@@ -54,17 +54,41 @@ def activation(name: str, u: np.ndarray, order: int = 2) -> tuple[np.ndarray, ..
     raise ValueError(f"activation must be one of 'tanh', 'gelu', 'identity', got {name!r}")
 
 
+def activation_value(name: str, u: np.ndarray) -> np.ndarray:
+    """g(u) alone (the residual needs no derivative)."""
+    if name == "tanh":
+        return np.tanh(u)
+    if name == "gelu":
+        return u * ndtr(u)
+    if name == "identity":
+        return u
+    raise ValueError(f"activation must be one of 'tanh', 'gelu', 'identity', got {name!r}")
+
+
+def activation_slope(name: str, u: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """g'(u), reusing g = g(u) where that is cheaper (tanh' = 1 - g^2)."""
+    if name == "tanh":
+        out = np.multiply(g, g)
+        np.subtract(1.0, out, out=out)
+        return out
+    if name == "gelu":
+        return ndtr(u) + u * np.exp(-0.5 * u * u) / _SQRT_2PI
+    if name == "identity":
+        return np.ones_like(u)
+    raise ValueError(f"activation must be one of 'tanh', 'gelu', 'identity', got {name!r}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Families. Shapes: X (n, d); theta (L, P); s, h (n, L); ds, dh (n, L, P); d2s, d2h (n, L, P, P).
+# The *_t methods used by the fit take XT (d, n) and return (L, n) / (L, P, n): samples last.
 # ----------------------------------------------------------------------------------------------
 
 
-def _contract(g: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """sum_a g[n, l, a] w[n, a] (or w[a]); an explicit loop is fastest for the small d used here."""
-    w = w[:, None, :] if w.ndim == 2 else w
-    out = g[:, :, 0] * w[..., 0]
-    for a in range(1, g.shape[2]):
-        out += g[:, :, a] * w[..., a]
+def _contract_t(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """sum_a g[l, a, n] w[a, n] (or w[a]), shape (L, n); an explicit loop is fastest for small d."""
+    out = g[:, 0, :] * w[0]
+    for a in range(1, g.shape[1]):
+        out += g[:, a, :] * w[a]
     return out
 
 
@@ -92,15 +116,33 @@ class PromptFamily:
         """Number of parameters of one atom (bias excluded)."""
         raise NotImplementedError
 
+    def forward_t(self, XT: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """Scores s and expert values h, each (L, n), from inputs XT (d, n), and intermediates.
+
+        The sample axis is last and contiguous: every per-atom quantity is a contiguous length-n row,
+        which is how the least-squares Jacobian columns are laid out.
+        """
+        raise NotImplementedError
+
+    def gradient_t(
+        self, XT: np.ndarray, theta: np.ndarray, cache: tuple, wh: np.ndarray, ws: np.ndarray, out: np.ndarray
+    ) -> np.ndarray:
+        """Write wh * dh/dtheta + ws * ds/dtheta into ``out`` (L, P, n); wh and ws are (L, n)."""
+        raise NotImplementedError
+
     def forward(self, X: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
         """Scores s and expert values h, each (n, L), and intermediates for :meth:`weighted_gradient`."""
-        raise NotImplementedError
+        s, h, cache = self.forward_t(np.ascontiguousarray(X.T), theta)
+        return s.T, h.T, cache
 
     def weighted_gradient(
         self, X: np.ndarray, theta: np.ndarray, cache: tuple, wh: np.ndarray, ws: np.ndarray
     ) -> np.ndarray:
         """wh * dh/dtheta + ws * ds/dtheta, shape (n, L, P), for weights wh and ws of shape (n, L)."""
-        raise NotImplementedError
+        out = np.empty((theta.shape[0], self.n_params, X.shape[0]))
+        XT = np.ascontiguousarray(X.T)
+        self.gradient_t(XT, theta, cache, np.ascontiguousarray(wh.T), np.ascontiguousarray(ws.T), out)
+        return out.transpose(2, 0, 1)
 
     def second_derivatives(self, X: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Second derivatives d2s, d2h (n, L, P, P) with respect to the atom."""
@@ -133,17 +175,19 @@ class StaticPrompt(PromptFamily):
         """Number of parameters of one atom (bias excluded)."""
         return self.d
 
-    def forward(self, X, theta):
-        """Scores, experts and cached B^T x."""
-        q = X @ self.B  # q_a = (B^T x)_a
-        s = q @ theta.T
-        h = np.broadcast_to(theta @ self.c, s.shape)
+    def forward_t(self, XT, theta):
+        """Scores, experts and cached B^T x (d, n)."""
+        q = self.B.T @ XT
+        s = theta @ q
+        h = np.broadcast_to((theta @ self.c)[:, None], s.shape)
         return s, h, (q,)
 
-    def weighted_gradient(self, X, theta, cache, wh, ws):
+    def gradient_t(self, XT, theta, cache, wh, ws, out):
         """wh * c + ws * B^T x."""
         (q,) = cache
-        return wh[:, :, None] * self.c + ws[:, :, None] * q[:, None, :]
+        np.multiply(ws[:, None, :], q[None, :, :], out=out)
+        out += wh[:, None, :] * self.c[None, :, None]
+        return out
 
     def second_derivatives(self, X, theta):
         """Second derivatives vanish: score and expert are linear in p."""
@@ -159,15 +203,17 @@ class PrefixPrompt(PromptFamily):
         """Number of parameters of one atom (bias excluded)."""
         return self.d + 1
 
-    def forward(self, X, theta):
+    def forward_t(self, XT, theta):
         """Scores and experts (no cache needed)."""
-        s = X @ theta[:, : self.d].T
-        h = np.broadcast_to(theta[:, self.d], s.shape)
+        s = theta[:, : self.d] @ XT
+        h = np.broadcast_to(theta[:, self.d][:, None], s.shape)
         return s, h, ()
 
-    def weighted_gradient(self, X, theta, cache, wh, ws):
+    def gradient_t(self, XT, theta, cache, wh, ws, out):
         """d/dk = ws * x, d/dv = wh."""
-        return np.concatenate([ws[:, :, None] * X[:, None, :], wh[:, :, None]], axis=2)
+        np.multiply(ws[:, None, :], XT[None, :, :], out=out[:, : self.d])
+        out[:, self.d] = wh
+        return out
 
     def second_derivatives(self, X, theta):
         """Second derivatives vanish: score and expert are linear in (k, v)."""
@@ -192,18 +238,26 @@ class AdaptivePrompt(PromptFamily):
         n, L, d = X.shape[0], theta.shape[0], self.d
         return (X @ theta.reshape(L * d, d).T).reshape(n, L, d)  # u[n, l, a] = sum_b W_lab x_b
 
-    def forward(self, X, theta):
-        """Scores, experts and cached (B^T x, g'(u))."""
-        g, g1 = activation(self.act, self._u(X, theta), order=1)
-        q = X @ self.B
-        return _contract(g, q), _contract(g, self.c), (q, g1)
+    def _u_t(self, XT, theta):
+        L, d = theta.shape[0], self.d
+        return (theta.reshape(L * d, d) @ XT).reshape(L, d, XT.shape[1])  # u[l, a, n] = sum_b W_lab x_b
 
-    def weighted_gradient(self, X, theta, cache, wh, ws):
+    def forward_t(self, XT, theta):
+        """Scores, experts and cached (B^T x, u, g(u)); g'(u) is computed only when a gradient is needed."""
+        u = self._u_t(XT, theta)
+        g = activation_value(self.act, u)
+        q = self.B.T @ XT
+        return _contract_t(g, q), _contract_t(g, self.c), (q, u, g)
+
+    def gradient_t(self, XT, theta, cache, wh, ws, out):
         """d/dW_ab = [g'(u_a) (wh c_a + ws (B^T x)_a)] x_b."""
-        q, g1 = cache
-        n, L, d = g1.shape
-        r = g1 * (wh[:, :, None] * self.c + ws[:, :, None] * q[:, None, :])
-        return (r[:, :, :, None] * X[:, None, None, :]).reshape(n, L, d * d)
+        q, u, g = cache
+        L, d, n = u.shape
+        r = np.multiply(ws[:, None, :], q[None, :, :])
+        r += wh[:, None, :] * self.c[None, :, None]
+        r *= activation_slope(self.act, u, g)
+        np.multiply(r[:, :, None, :], XT[None, None, :, :], out=np.reshape(out, (L, d, d, n), copy=False))
+        return out
 
     def second_derivatives(self, X, theta):
         """d2/dW_ab dW_ce = delta_ac (.)_a g''(u_a) x_b x_e."""
@@ -233,19 +287,22 @@ class FaithfulAdaptivePrompt(AdaptivePrompt):
         t, t1, t2 = activation("tanh", u @ self.W1.T)
         return u + t @ self.W2.T, t1, t2
 
-    def forward(self, X, theta):
+    def forward_t(self, XT, theta):
         """Scores, experts and cached (B^T x, tanh'(W1 u))."""
-        g, t1, _ = self._projector(X, theta)
-        q = X @ self.B
-        return _contract(g, q), _contract(g, self.c), (q, t1)
+        u = self._u_t(XT, theta)
+        t = np.tanh(np.matmul(self.W1, u))
+        g = u + np.matmul(self.W2, t)
+        q = self.B.T @ XT
+        return _contract_t(g, q), _contract_t(g, self.c), (q, 1.0 - t * t)
 
-    def weighted_gradient(self, X, theta, cache, wh, ws):
+    def gradient_t(self, XT, theta, cache, wh, ws, out):
         """d/dW_ab = (G^T w)_a x_b with G = I + W2 diag(tanh') W1 and w = wh c + ws B^T x."""
         q, t1 = cache
-        n, L, d = t1.shape
-        w = wh[:, :, None] * self.c + ws[:, :, None] * q[:, None, :]
-        r = w + ((w @ self.W2) * t1) @ self.W1
-        return (r[:, :, :, None] * X[:, None, None, :]).reshape(n, L, d * d)
+        L, d, n = t1.shape
+        w = ws[:, None, :] * q[None, :, :] + wh[:, None, :] * self.c[None, :, None]
+        r = w + np.matmul(self.W1.T, np.matmul(self.W2.T, w) * t1)
+        np.multiply(r[:, :, None, :], XT[None, None, :, :], out=np.reshape(out, (L, d, d, n), copy=False))
+        return out
 
     def second_derivatives(self, X, theta):
         """d2/dW_ab dW_ce = x_b x_e sum_m (W2^T w)_m tanh''_m W1_ma W1_mc."""
@@ -332,25 +389,37 @@ class PromptMoE:
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[1] != self.family.d:
             raise ValueError(f"X must have shape (n, {self.family.d}), got {X.shape}")
-        return Design(X, self.pretrained.score(X), self.pretrained.expert(X))
+        return Design(X, self.pretrained.score(X), self.pretrained.expert(X), np.ascontiguousarray(X.T))
 
     def forward(self, design: Design, G: MixingMeasure) -> Forward:
         """Gate weights and regression function on a prepared design."""
-        s, h, cache = self.family.forward(design.X, G.atoms)
-        S = s + G.biases
-        top = np.maximum(S.max(axis=1), design.s0)
+        s, h, cache = self.family.forward_t(design.XT, G.atoms)
+        S = s + G.biases[:, None]
+        top = np.maximum(S.max(axis=0), design.s0)
+        S -= top
+        w = np.exp(S, out=S)
         w0 = np.exp(design.s0 - top)
-        w = np.exp(S - top[:, None])
-        total = w0 + w.sum(axis=1)
-        pi = w / total[:, None]
-        f = (w0 * design.h0 + np.einsum("nl,nl->n", w, h)) / total
-        return Forward(G, f, pi, h, cache)
+        total = w0 + w.sum(axis=0)
+        w /= total
+        f = (w0 * design.h0) / total + np.einsum("ln,ln->n", w, h)
+        return Forward(G, f, w, h, cache)
 
     def jacobian(self, design: Design, fwd: Forward) -> np.ndarray:
-        """Analytic Jacobian of f_G: pi_k [dh_k/dt + (h_k - f) dS_k/dt], with dS_k/db_k = 1."""
-        ws = fwd.pi * (fwd.h - fwd.f[:, None])
-        d_atoms = self.family.weighted_gradient(design.X, fwd.G.atoms, fwd.cache, fwd.pi, ws)
-        return np.concatenate([d_atoms.reshape(design.X.shape[0], -1), ws], axis=1)
+        """Analytic Jacobian of f_G: pi_k [dh_k/dt + (h_k - f) dS_k/dt], with dS_k/db_k = 1.
+
+        Columns follow :meth:`MixingMeasure.to_vector` (atoms row-major, then biases). The array is
+        column-major (Fortran order): each column is one contiguous length-n vector.
+        """
+        n = design.X.shape[0]
+        L, P = fwd.G.atoms.shape
+        J = np.empty((n, L * (P + 1)), order="F")
+        JT = J.T  # (L (P + 1), n), C-contiguous view
+        ws = JT[L * P :]
+        np.subtract(fwd.h, fwd.f, out=ws)
+        ws *= fwd.pi
+        atoms = np.reshape(JT[: L * P], (L, P, n), copy=False)
+        self.family.gradient_t(design.XT, fwd.G.atoms, fwd.cache, fwd.pi, ws, atoms)
+        return J
 
     def predict(self, X: np.ndarray, G: MixingMeasure) -> np.ndarray:
         """Regression function f_G(X), shape (n,)."""
@@ -370,11 +439,12 @@ class Design:
     X: np.ndarray
     s0: np.ndarray
     h0: np.ndarray
+    XT: np.ndarray
 
 
 @dataclass(frozen=True)
 class Forward:
-    """Result of a forward pass: prompt gate weights pi (n, L), f (n,), experts h and family cache."""
+    """Result of a forward pass: prompt gate weights pi (L, n), f (n,), experts h (L, n) and family cache."""
 
     G: MixingMeasure
     f: np.ndarray

@@ -6,7 +6,7 @@ import pytest
 
 from theory.experiment import summarize
 from theory.fit import derive_seed, fit_least_squares, initial_points
-from theory.models import default_truth, sample_data
+from theory.models import MixingMeasure, default_truth, sample_data
 from theory.voronoi import voronoi_d1
 
 
@@ -124,3 +124,31 @@ def test_fit_argument_validation():
         fit_least_squares(model, X, Y, [G.to_vector()[:-1]], n_atoms=2)
     with pytest.raises(ValueError, match="'sideways'"):
         initial_points(G, 2, mode="sideways", regime="exact", n=10, n_starts=1, rng=np.random.default_rng())
+
+
+@pytest.mark.parametrize("name", ["vpt", "prefix", "vapt", "vapt_gelu", "vapt_faithful"])
+def test_objective_jacobian_is_not_stale_after_residuals_at_another_point(name):
+    from scipy.optimize._numdiff import approx_derivative
+
+    from theory.fit import _Objective
+
+    model, G = default_truth(name)
+    X, Y = sample_data(model, G, 300, 0.1, np.random.default_rng(0))
+    obj = _Objective(model, X, Y, G.atoms.shape[0])
+    rng = np.random.default_rng(1)
+    z_a = G.to_vector() + 0.2 * rng.standard_normal(G.to_vector().size)
+    z_b = G.to_vector() + 0.2 * rng.standard_normal(G.to_vector().size)
+    obj.residuals(z_a)
+    J_b = obj.jacobian(z_b)  # the last forward pass was at z_a
+    expected = approx_derivative(
+        lambda z: model.predict(X, MixingMeasure.from_vector(z, G.atoms.shape[0])), z_b, method="3-point"
+    )
+    np.testing.assert_allclose(J_b, expected, rtol=1e-6, atol=1e-8)
+    # the solver may mutate its vector in place; the cache must not alias it
+    z_c = z_b.copy()
+    r_c = obj.residuals(z_c)
+    z_c += 0.1
+    np.testing.assert_allclose(
+        obj.residuals(z_c), model.predict(X, MixingMeasure.from_vector(z_c, G.atoms.shape[0])) - Y
+    )
+    assert not np.allclose(obj.residuals(z_c), r_c)
