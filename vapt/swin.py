@@ -161,7 +161,10 @@ def swin_stages(backbone: SwinTransformer) -> list[tuple[int, tuple[int, int], i
 
 
 def build_swin_prompts(config: MethodConfig, backbone: SwinTransformer) -> SwinPrompts | None:
-    """The prompt generators a method needs on this backbone (None for linear probing and full tuning)."""
+    """The prompt generators a method needs on this backbone (None for linear probing and full tuning).
+
+    Static prompts of a stage are initialized with VPT's uniform range for the stage's width.
+    """
     stages = swin_stages(backbone)
     patch_size = tuple(backbone.patch_embed.patch_size)
     if isinstance(config, VPTConfig):
