@@ -16,6 +16,7 @@ from vapt.config import (
 )
 from vapt.errors import ConfigError, DataLayoutError, VaptError, WeightsError
 from vapt.prompted import PromptedModel, PromptedViT, count_parameters
+from vapt.swin import SWIN_BACKBONES, PromptedSwin, create_swin_model, is_swin_backbone
 
 __version__ = "0.1.0"
 
@@ -27,10 +28,16 @@ def create_model(
     pretrained: bool = False,
     weights: str | None = None,
     **config_overrides: Any,
-) -> PromptedViT:
-    """A backbone with `method` (linear, full, vpt_shallow, vpt_deep, vapt or a config) and a new head."""
-    if not isinstance(num_classes, int) or num_classes < 1:
+) -> PromptedModel:
+    """A backbone with `method` (linear, full, vpt_shallow, vpt_deep, vapt or a config) and a new head.
+
+    ViT names give a `PromptedViT`; Swin names (`swin_b_in22k` or any timm Swin) give a `PromptedSwin`.
+    """
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if is_swin_backbone(backbone):
+        return create_swin_model(backbone, method, num_classes, pretrained=pretrained, weights=weights,
+                                 **config_overrides)
     config = method_config(method, **config_overrides)
     model, spec = create_backbone(backbone, pretrained=pretrained, weights=weights)
     return PromptedViT(model, config, num_classes, prompts_in_pool=spec.prompts_in_pool)
@@ -39,6 +46,7 @@ def create_model(
 __all__ = [
     "BACKBONES",
     "METHODS",
+    "SWIN_BACKBONES",
     "BackboneSpec",
     "ConfigError",
     "DataLayoutError",
@@ -46,6 +54,7 @@ __all__ = [
     "LinearConfig",
     "MethodConfig",
     "PromptedModel",
+    "PromptedSwin",
     "PromptedViT",
     "VAPTConfig",
     "VPTConfig",
@@ -55,5 +64,6 @@ __all__ = [
     "count_parameters",
     "create_backbone",
     "create_model",
+    "create_swin_model",
     "method_config",
 ]

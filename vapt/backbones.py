@@ -16,6 +16,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from vapt.errors import ConfigError, WeightsError
 
 WEIGHT_SUFFIXES = (".npz", ".pth", ".pth.tar", ".pt", ".safetensors")
+TEST_BACKBONES = ("vit_test", "swin_test")  # tiny architectures with random weights unless a file is given
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | os.PathL
     spec = backbone_spec(name)
     if pretrained and weights is not None:
         raise ConfigError("pass either pretrained=True (hub) or weights=PATH (local file), not both")
-    path = _check_weights_file(spec, weights) if weights is not None else None
-    hub_state = _hub_state_dict(spec) if pretrained else None
+    path = check_weights_file(spec, weights) if weights is not None else None
+    hub_state = hub_state_dict(spec) if pretrained else None
     model = _build(spec)
     if path is not None:
         load_weights_file(model, path, spec)
@@ -105,12 +106,14 @@ def _build(spec: BackboneSpec) -> VisionTransformer:
     return model
 
 
-def _check_weights_file(spec: BackboneSpec, weights: str | os.PathLike) -> Path:
+def check_weights_file(spec: BackboneSpec, weights: str | os.PathLike,
+                       suffixes: tuple[str, ...] = WEIGHT_SUFFIXES) -> Path:
+    """The path of an existing weights file with a known format, or a WeightsError saying what was expected."""
     path = Path(weights).expanduser()
-    expected = f"a {'/'.join(WEIGHT_SUFFIXES)} checkpoint for {spec.name} ({spec.timm_name}): {spec.weights_hint}"
+    expected = f"a {'/'.join(suffixes)} checkpoint for {spec.name} ({spec.timm_name}): {spec.weights_hint}"
     if not path.is_file():
         raise WeightsError(f"weights file {str(path)!r} not found; expected {expected}")
-    if not str(path).endswith(WEIGHT_SUFFIXES):
+    if not str(path).endswith(suffixes):
         raise WeightsError(f"weights file {str(path)!r} has an unknown format; expected {expected}")
     return path
 
@@ -202,7 +205,7 @@ def _in_hub_cache(timm_name: str) -> bool:
     return any(f and isinstance(try_to_load_from_cache(hub_id, f), str) for f in files)
 
 
-def _hub_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:
+def hub_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:
     """Backbone tensors from the timm hub (or its local cache when there is no connection)."""
     hint = f"pass weights=PATH (--weights PATH) to a local copy of {spec.weights_hint}"
     if not spec.on_hub:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -42,12 +41,20 @@ from timm.models.swin_transformer import (
 )
 from torch import Tensor, nn
 
-from vapt.backbones import WEIGHT_SUFFIXES, BackboneSpec, load_backbone_state, read_state_dict
+from vapt.backbones import (
+    WEIGHT_SUFFIXES,
+    BackboneSpec,
+    check_weights_file,
+    hub_state_dict,
+    load_backbone_state,
+    read_state_dict,
+)
 from vapt.config import MethodConfig, VAPTConfig, VPTConfig, method_config
-from vapt.errors import ConfigError, WeightsError
+from vapt.errors import ConfigError
 from vapt.prompted import PromptedModel, init_vpt_head
 from vapt.prompts import AdaptivePromptGenerator, VPTPromptGenerator, vpt_init_range
 
+SWIN_WEIGHT_SUFFIXES = tuple(s for s in WEIGHT_SUFFIXES if s != ".npz")
 SWIN_BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
@@ -94,12 +101,12 @@ def create_swin_backbone(name: str, pretrained: bool = False,
     spec = swin_backbone_spec(name)
     if pretrained and weights is not None:
         raise ConfigError("pass either pretrained=True (hub) or weights=PATH (local file), not both")
-    path = _check_swin_weights(spec, weights) if weights is not None else None
+    path = check_weights_file(spec, weights, SWIN_WEIGHT_SUFFIXES) if weights is not None else None
     model = _build_swin(spec)
     if path is not None:
         load_backbone_state(model, checkpoint_filter_fn(read_state_dict(path), model), source=str(path))
     elif pretrained:
-        load_backbone_state(model, _swin_hub_state(spec), source=f"timm hub {spec.timm_name}")
+        load_backbone_state(model, hub_state_dict(spec), source=f"timm hub {spec.timm_name}")
     return model, spec
 
 
@@ -112,29 +119,6 @@ def _build_swin(spec: BackboneSpec) -> SwinTransformer:
     if not isinstance(model, SwinTransformer):
         raise ConfigError(f"backbone {spec.name!r} builds a {type(model).__name__}, expected a timm SwinTransformer")
     return model
-
-
-def _check_swin_weights(spec: BackboneSpec, weights: str | os.PathLike) -> Path:
-    path = Path(weights).expanduser()
-    suffixes = tuple(s for s in WEIGHT_SUFFIXES if s != ".npz")
-    expected = f"a {'/'.join(suffixes)} checkpoint for {spec.name} ({spec.timm_name}): {spec.weights_hint}"
-    if not path.is_file():
-        raise WeightsError(f"weights file {str(path)!r} not found; expected {expected}")
-    if not str(path).endswith(suffixes):
-        raise WeightsError(f"weights file {str(path)!r} has an unsupported format; expected {expected}")
-    return path
-
-
-def _swin_hub_state(spec: BackboneSpec) -> dict[str, Tensor]:
-    hint = f"pass weights=PATH to a local copy of {spec.weights_hint}"
-    if not spec.on_hub:
-        raise WeightsError(f"backbone {spec.name!r} has no weights on the timm hub; {hint}")
-    try:
-        return timm.create_model(spec.timm_name, pretrained=True, num_classes=0).state_dict()
-    except Exception as err:
-        raise WeightsError(f"could not load pretrained weights for {spec.name!r} ({spec.timm_name}) from the "
-                           f"timm hub or its cache: {type(err).__name__}; {hint} (set HF_HUB_OFFLINE=1 "
-                           f"without a network)") from err
 
 
 class SwinPrompts(nn.Module):

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from vapt.atomic import save_torch_atomic, write_json_atomic
+from vapt.backbones import TEST_BACKBONES
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
 from vapt.errors import ConfigError
 
@@ -316,7 +317,7 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    pretrained = config.pretrained and config.weights is None and config.backbone != "vit_test"
+    pretrained = config.pretrained and config.weights is None and config.backbone not in TEST_BACKBONES
     model = vapt.create_model(config.backbone, config.method, spec.num_classes, pretrained=pretrained,
                               weights=config.weights, **config.method_overrides())
     if config.image_size not in (None, model.image_size):

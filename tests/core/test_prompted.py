@@ -205,3 +205,6 @@ def test_create_model_accepts_config_objects_and_timm_names():
     assert isinstance(model.config, VPTConfig)
     other = vapt.create_model("vit_tiny_patch16_224", "linear", num_classes=4)
     assert isinstance(other.config, LinearConfig) and other.grid_size == (14, 14)
+    swin = vapt.create_model("swin_test", "vapt", num_classes=4)
+    assert isinstance(swin, vapt.PromptedSwin) and swin.method == "vapt"
+    assert vapt.count_parameters(swin)["prompt"] > 0

@@ -218,7 +218,7 @@ def test_local_weights_file_is_loaded(tmp_path):
     with pytest.raises(WeightsError, match="missing.pth"):
         create_swin_backbone("swin_test", weights=tmp_path / "missing.pth")
     (tmp_path / "swin_test.npz").write_bytes(b"")
-    with pytest.raises(WeightsError, match="unsupported format"):
+    with pytest.raises(WeightsError, match="unknown format"):
         create_swin_backbone("swin_test", weights=tmp_path / "swin_test.npz")
     with pytest.raises(WeightsError, match="no weights on the timm hub"):
         create_swin_backbone("swin_test", pretrained=True)
