@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check vapt theory tests
+	$(PY) -m ruff check vapt theory tests notebooks
 
 # Every figure from the runs under runs/ and the theory run in figures/; CPU smoke runs stand in (labelled) for what is missing.
 figures: $(STAMP)
