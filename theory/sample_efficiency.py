@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--full",
         action="store_true",
         help="9 log-spaced n in [1e3, 1e5], 20 replicates, exact + over "
-        "(slow: about 40 minutes on 2 cores, almost all of it in the over-specified fits)",
+        "(slow: an hour or more on 2 cores, almost all of it in the over-specified fits)",
     )
     p.add_argument("--out", default="figures", help="output folder (default: figures/)")
     p.add_argument("--families", type=_family_list, default=None, help="comma-separated prompt families")
