@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -9,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -182,22 +184,91 @@ def _single_blas_thread():
         yield
 
 
+def task_key(task: FitTask) -> str:
+    """Text that identifies one fit: configuration, n, replicate, seed, initialization, noise and starts."""
+    return (
+        f"{task.config.key}|n={task.n}|rep={task.replicate}|seed={task.base_seed}|init={task.init}"
+        f"|sigma={task.sigma!r}|starts={task.n_starts}"
+    )
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read back."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, dict]:
+    """Rows already computed, by :func:`task_key`, from a JSON-lines checkpoint (missing file: none).
+
+    A truncated last line (the run was killed while writing it) is ignored; any other unreadable line
+    is an error naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    done: dict[str, dict] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done[str(record["task"])] = dict(record["row"])
+        except (ValueError, KeyError, TypeError) as err:
+            if number == len(lines):
+                break
+            raise CheckpointError(
+                f"{path}:{number}: not a checkpoint record ({err}); expected one JSON object with 'task' and "
+                f"'row' per line; delete the file (or run with --no-resume) to start afresh"
+            ) from None
+    return done
+
+
+def _json_value(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
+
+
 def run_tasks(
-    tasks: Sequence[FitTask], jobs: int = 1, progress: Callable[[Iterable], Iterable] | None = None
+    tasks: Sequence[FitTask],
+    jobs: int = 1,
+    progress: Callable[[Iterable], Iterable] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Run tasks (largest n first) in a process pool of ``jobs`` workers; one row per fit."""
+    """Run tasks (largest n first) in a process pool of ``jobs`` workers; one row per fit.
+
+    With ``checkpoint``, each finished fit is appended to that JSON-lines file as it completes, and
+    fits already recorded there are not run again, so an interrupted run resumes where it stopped.
+    """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs!r}")
-    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].n)
-    rows: list[dict] = []
+    keys = [task_key(t) for t in tasks]
+    done = read_checkpoint(checkpoint) if checkpoint is not None else {}
+    rows: list[dict] = [done[k] for k in dict.fromkeys(keys) if k in done]
+    todo = sorted((i for i in range(len(tasks)) if keys[i] not in done), key=lambda i: -tasks[i].n)
     wrap = progress or (lambda it, **_: it)
-    if jobs == 1:
-        with _single_blas_thread():
-            rows = [run_task(tasks[i]) for i in wrap(order, total=len(order))]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=limit_blas_threads) as pool:
-            futures = [pool.submit(run_task, tasks[i]) for i in order]
-            rows = [fut.result() for fut in wrap(as_completed(futures), total=len(futures))]
+    sink = None
+    if checkpoint is not None:
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        sink = open(checkpoint, "a", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
+
+    def record(i: int, row: dict) -> dict:
+        if sink is not None:
+            sink.write(json.dumps({"task": keys[i], "row": row}, default=_json_value) + "\n")
+            sink.flush()
+        return row
+
+    try:
+        if jobs == 1:
+            with _single_blas_thread():
+                rows += [record(i, run_task(tasks[i])) for i in wrap(todo, total=len(todo))]
+        elif todo:
+            with ProcessPoolExecutor(max_workers=jobs, initializer=limit_blas_threads) as pool:
+                futures = {pool.submit(run_task, tasks[i]): i for i in todo}
+                rows += [record(futures[fut], fut.result()) for fut in wrap(as_completed(futures), total=len(futures))]
+    finally:
+        if sink is not None:
+            sink.close()
     df = pd.DataFrame(rows)
     return df.sort_values(["truth", "family", "regime", "fitted_atoms", "n", "replicate"], ignore_index=True)
 
@@ -257,12 +328,16 @@ def run_experiment(
     sigma: float = 0.1,
     jobs: int = 1,
     progress: Callable[[Iterable], Iterable] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Build and run all tasks; one row per fit (the expressiveness control shares the exact fits)."""
+    """Build and run all tasks; one row per fit (the expressiveness control shares the exact fits).
+
+    ``checkpoint``: a JSON-lines file that records each finished fit and lets a rerun skip them.
+    """
     tasks = build_tasks(
         families, regimes, ns, replicates, expressiveness=expressiveness, base_seed=base_seed, init=init, sigma=sigma
     )
-    fits = run_tasks(tasks, jobs=jobs, progress=progress)
+    fits = run_tasks(tasks, jobs=jobs, progress=progress, checkpoint=checkpoint)
     fits["shared_with"] = ""
     if expressiveness:
         for cfg in expressiveness_configs():

@@ -10,6 +10,13 @@ from pathlib import Path
 import pandas as pd
 
 
+def file_mode() -> int:
+    """The permissions a newly created file gets under the current umask (mkstemp's files are 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file next to ``path``, then move it into place."""
     target = Path(path)
@@ -18,6 +25,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

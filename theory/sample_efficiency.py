@@ -18,6 +18,8 @@ QUICK_NS = (2000, 4000, 8000, 16000, 32000)
 FULL_NS = tuple(int(round(v)) for v in [10 ** (3 + 0.25 * i) for i in range(9)])
 #: Target losses for the sample-complexity table.
 TARGETS = {"D1": 0.05, "D2": 0.05, "L2": 0.002}
+#: Finished fits of a run in progress, one JSON line each; removed once the outputs are written.
+CHECKPOINT_NAME = "fits.partial.jsonl"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=_int_at_least(100), default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--no-expressiveness", action="store_true", help="skip the vapt-truth / vpt-fit experiment")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"reuse the fits recorded in OUT/{CHECKPOINT_NAME} by an interrupted run with the same settings "
+        "(default); --no-resume deletes that file first",
+    )
     return p
 
 
@@ -158,7 +167,13 @@ def _expressiveness_report(summary) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulation, write CSVs and the figure, print the summary; return the exit code."""
     args = build_parser().parse_args(argv)
-    from theory.experiment import limit_blas_threads, run_experiment, sample_complexity_table, summarize
+    from theory.experiment import (
+        CheckpointError,
+        limit_blas_threads,
+        run_experiment,
+        sample_complexity_table,
+        summarize,
+    )
     from theory.figures import SIMULATION_LABEL, plot_sample_efficiency
     from theory.io import write_csv
     from theory.models import FAMILY_NAMES
@@ -170,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = args.jobs or len(os.sched_getaffinity(0))
     progress = args.full if args.progress is None else args.progress
     out = Path(args.out)
+    checkpoint = out / CHECKPOINT_NAME
+    if not args.resume:
+        checkpoint.unlink(missing_ok=True)
     limit_blas_threads()
 
     print(f"== {SIMULATION_LABEL} ==")
@@ -186,18 +204,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         def bar(it, total):
             return tqdm(it, total=total, desc="fits", unit="fit", file=sys.stderr)
 
-    fits = run_experiment(
-        families,
-        regimes,
-        ns,
-        replicates,
-        expressiveness=not args.no_expressiveness,
-        base_seed=args.seed,
-        init=args.init,
-        sigma=args.sigma,
-        jobs=jobs,
-        progress=bar,
-    )
+    if checkpoint.exists():
+        print(f"resuming: reusing the finished fits recorded in {checkpoint}")
+    try:
+        fits = run_experiment(
+            families,
+            regimes,
+            ns,
+            replicates,
+            expressiveness=not args.no_expressiveness,
+            base_seed=args.seed,
+            init=args.init,
+            sigma=args.sigma,
+            jobs=jobs,
+            progress=bar,
+            checkpoint=checkpoint,
+        )
+    except CheckpointError as err:
+        print(f"python -m theory.sample_efficiency: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: the finished fits are kept in {checkpoint}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
     summary = summarize(fits, n_boot=args.bootstrap, seed=args.seed)
     complexity = sample_complexity_table(summary, TARGETS)
 
@@ -207,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_csv(complexity, out / "sample_complexity.csv"),
         plot_sample_efficiency(fits, summary, out / "sample_efficiency.png"),
     ]
+    checkpoint.unlink(missing_ok=True)
     elapsed = time.perf_counter() - t0
 
     print(_format_summary(summary))
