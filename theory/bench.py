@@ -1,6 +1,9 @@
 """Benchmark: least-squares fits per second with the analytic Jacobian vs finite differences.
 
 python -m theory.bench [--n 8000] [--fits 4] [--families vpt,vapt,vapt_linear] [--regime exact]
+
+Besides whole fits it times the parts of one trf iteration: the Jacobian (analytic vs forward
+differences) and the thin SVD of the Jacobian, which trf computes in every iteration either way.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 
 from theory.experiment import MAX_NFEV, N_STARTS, limit_blas_threads, make_config
-from theory.fit import TOLERANCE, derive_seed, fit_least_squares, initial_points
+from theory.fit import TOLERANCE, _Objective, derive_seed, fit_least_squares, initial_points
 from theory.models import default_truth, sample_data
 from theory.sample_efficiency import _family_list, _int_at_least, _Parser
 from theory.voronoi import voronoi_d1
@@ -59,6 +63,58 @@ def bench_family(family: str, regime: str, n: int, n_fits: int, seed: int = 0, m
     return row
 
 
+def _best_time(fn, repeats: int) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def iteration_costs(family: str, regime: str, n: int, seed: int = 0, repeats: int = 5) -> dict:
+    """Milliseconds for the parts of one trf iteration at the true atoms plus start noise.
+
+    ``jac_analytic_ms``: forward pass and analytic Jacobian; ``jac_2point_ms``: forward pass and the P
+    extra forward passes of a forward-difference Jacobian (scipy's '2-point' step); ``svd_ms``: the
+    thin SVD of the Jacobian that every trf iteration computes, whichever Jacobian is used.
+    """
+    cfg = make_config(family, regime)
+    model, G = default_truth(family)
+    rng = np.random.default_rng(derive_seed(f"bench-iter|{cfg.key}", n, 0, seed))
+    X, Y = sample_data(model, G, n, 0.1, rng)
+    z = initial_points(G, cfg.n_atoms, mode="noise", regime=regime, n=n, n_starts=1, rng=rng)[0]
+    objective = _Objective(model, X, Y, cfg.n_atoms)
+    step = np.sqrt(np.finfo(float).eps) * np.maximum(1.0, np.abs(z))
+
+    def analytic():
+        objective._z = None
+        return objective.jacobian(z)
+
+    def two_point():
+        objective._z = None
+        f0 = objective.residuals(z)
+        for j in range(z.size):
+            zj = z.copy()
+            zj[j] += step[j]
+            objective.residuals(zj) - f0
+
+    J = analytic()
+    t_an, t_fd = _best_time(analytic, repeats), _best_time(two_point, repeats)
+    t_svd = _best_time(lambda: scipy.linalg.svd(J, full_matrices=False), repeats)
+    return {
+        "family": family,
+        "regime": regime,
+        "n": n,
+        "params": z.size,
+        "jac_analytic_ms": 1e3 * t_an,
+        "jac_2point_ms": 1e3 * t_fd,
+        "jac_speedup": t_fd / t_an,
+        "svd_ms": 1e3 * t_svd,
+        "iteration_speedup": (t_fd + t_svd) / (t_an + t_svd),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print fits per second for both Jacobians and their ratio."""
     p = _Parser(prog="python -m theory.bench", description="Analytic Jacobian vs finite differences.")
@@ -80,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"overall: analytic {len(rows) * args.fits / total_a:.3g} fits/s, 2-point "
         f"{len(rows) * args.fits / total_f:.3g} fits/s, speedup {total_f / total_a:.2f}x"
     )
+    costs = pd.DataFrame([iteration_costs(f, args.regime, args.n, args.seed) for f in args.families])
+    print("one trf iteration, by part (ms; the SVD is paid with either Jacobian):")
+    print(costs.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0
 
 
