@@ -16,12 +16,14 @@
 #
 # Log-log slopes of the estimation error against the sample size n, with bootstrap confidence
 # intervals, beside the rates the theory predicts. `MODE = "full"` reads the full run
-# (`python -m theory.sample_efficiency --full`); `MODE = "smoke"` runs the simulation on a reduced grid
+# (`python -m theory.sample_efficiency --full`; its committed outputs are in `figures/theory_full/`);
+# `MODE = "smoke"` runs the simulation on a reduced grid
 # (a few seconds), which is too small to test the rates.
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (seconds) or "full" (reads THEORY)
-THEORY = "../runs/theory"
+THEORY = "../figures/theory_full"  # the committed full run, or the --out folder of your own
+FIGURES = "../figures"  # where the figure is written in full mode
 
 # %%
 from pathlib import Path
@@ -34,7 +36,7 @@ from vapt import figures, smoke
 # %%
 if MODE == "full":
     print("\n".join(figures.reproduce_commands("TH")))
-    theory, out, note = Path(THEORY), "../figures", None
+    theory, out, note = Path(THEORY), FIGURES, None
 else:
     theory, out, note = smoke.theory_quick(), smoke.cache_dir() / "figures", smoke.THEORY_LABEL
 summary = pd.read_csv(theory / "summary.csv")

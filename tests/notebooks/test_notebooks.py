@@ -142,3 +142,13 @@ def test_main_results_notebook_in_full_mode_reads_the_runs_and_prints_the_comman
     ours = rows[("VAPT", f"ours ({R.MAIN_BACKBONE})")]
     assert ours[header.index("VTAB-1K Natural: CIFAR-100")] == "80.3"
     assert rows[("VAPT", "paper")][header.index("VTAB-1K Natural: Mean")] == "81.43"
+
+
+def test_sample_efficiency_notebook_in_full_mode_shows_the_committed_full_run(tmp_path):
+    notebook, _ = run_notebook("08_sample_efficiency", MODE="full", FIGURES=str(tmp_path))
+    printed = "".join(outputs(notebook, "stream"))
+    assert "python -m theory.sample_efficiency --full" in printed
+    table = "".join(outputs(notebook, "text/plain"))
+    assert "vapt_linear" in table and "over" in table and "misspecified" in table
+    assert outputs(notebook, "image/png")
+    assert (tmp_path / "theory.png").exists() and (tmp_path / "theory.pdf").exists()
