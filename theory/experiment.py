@@ -223,6 +223,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, dict]:
     return done
 
 
+def _drop_partial_last_line(path: str | os.PathLike) -> None:
+    """Cut a last line left without its newline by a killed run, so appended records start on a line of their own."""
+    with open(path, "a+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        handle.seek(0)
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return
+        handle.truncate(data.rfind(b"\n") + 1)
+
+
 def _json_value(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -250,6 +263,7 @@ def run_tasks(
     sink = None
     if checkpoint is not None:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        _drop_partial_last_line(checkpoint)
         sink = open(checkpoint, "a", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
 
     def record(i: int, row: dict) -> dict:

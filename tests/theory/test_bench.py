@@ -23,3 +23,4 @@ def test_iteration_costs_are_measured_for_the_family():
     assert row["params"] == 3 * 5  # three atoms, four weights and one bias each
     for key in ("jac_analytic_ms", "jac_2point_ms", "svd_ms", "jac_speedup", "iteration_speedup"):
         assert np.isfinite(row[key]) and row[key] > 0
+    assert row["jac_max_abs_gap"] < 1e-5  # both time the same Jacobian

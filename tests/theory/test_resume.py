@@ -51,6 +51,8 @@ def test_truncated_last_line_is_ignored_and_a_bad_line_is_named(tmp_path):
     good = ckpt.read_text()
     ckpt.write_text(good + '{"task": "vpt->vpt|exa')  # killed while writing
     assert len(read_checkpoint(ckpt)) == 2
+    run_tasks(_tasks(), checkpoint=ckpt)  # the resumed run appends after the cut partial line
+    assert len(read_checkpoint(ckpt)) == 4 and ckpt.read_text().startswith(good)
     ckpt.write_text("not json\n" + good)
     with pytest.raises(CheckpointError, match=r"fits\.partial\.jsonl:1: not a checkpoint record"):
         read_checkpoint(ckpt)
