@@ -23,7 +23,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from vapt import io
 from vapt.backbones import backbone_spec, create_backbone
 from vapt.config import METHODS, method_config
 from vapt.errors import ConfigError
@@ -414,16 +414,7 @@ def format_report(table: pd.DataFrame, settings: BenchSettings) -> str:
 
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the table with columns `COLUMNS` to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        table[list(COLUMNS)].to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    io.write_csv(table, path, list(COLUMNS))
 
 
 def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | None]:

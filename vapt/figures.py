@@ -29,7 +29,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from vapt import results as R  # noqa: E402
-from vapt.atomic import atomic_path  # noqa: E402
+from vapt.io import atomic_path  # noqa: E402
 
 METHOD_COLORS: dict[str, str] = {
     "linear": "#8c8c8c",

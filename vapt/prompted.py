@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vapt.atomic import save_torch_atomic
 from vapt.config import FullConfig, MethodConfig, VAPTConfig, VPTConfig
+from vapt.io import save_torch_atomic
 from vapt.prompts import AdaptivePromptGenerator, VPTPromptGenerator, vpt_init_range
 
 HEAD_BIAS_INIT = -math.log((1 - 0.01) / 0.01)
@@ -181,3 +182,30 @@ def count_parameters(model: PromptedModel) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     prompt = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in head_ids)
     return {"prompt": prompt, "head": head, "backbone": backbone, "trainable": trainable}
+
+
+def create_model(
+    backbone: str,
+    method: str | MethodConfig,
+    num_classes: int,
+    pretrained: bool = False,
+    weights: str | None = None,
+    **config_overrides: Any,
+) -> PromptedModel:
+    """A backbone with `method` (linear, full, vpt_shallow, vpt_deep, vapt or a config) and a new head.
+
+    ViT names give a `PromptedViT`; Swin names (`swin_b_in22k` or any timm Swin) give a `PromptedSwin`.
+    """
+    from vapt.backbones import create_backbone
+    from vapt.config import method_config
+    from vapt.errors import ConfigError
+    from vapt.swin import create_swin_model, is_swin_backbone
+
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if is_swin_backbone(backbone):
+        return create_swin_model(backbone, method, num_classes, pretrained=pretrained, weights=weights,
+                                 **config_overrides)
+    config = method_config(method, **config_overrides)
+    model, spec = create_backbone(backbone, pretrained=pretrained, weights=weights)
+    return PromptedViT(model, config, num_classes, prompts_in_pool=spec.prompts_in_pool)

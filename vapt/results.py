@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vapt.atomic import write_text_atomic
 from vapt.config import VAPTConfig
 from vapt.data.fgvc import FGVC_DATASETS, FGVC_TITLES
 from vapt.data.vtab import VTAB_GROUPS, VTAB_TASKS
 from vapt.errors import ConfigError
+from vapt.io import write_text_atomic
 
 MAIN_BACKBONE = "vit_b16_in21k"
 GROUPS: tuple[str, ...] = (*VTAB_GROUPS, "fgvc")

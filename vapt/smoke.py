@@ -129,8 +129,8 @@ def pretrained_backbone(
     import torch
     from torch import nn
 
-    from vapt.atomic import save_torch_atomic, write_json_atomic
     from vapt.backbones import create_backbone
+    from vapt.io import save_torch_atomic, write_json_atomic
 
     use_threads()
     started = time.perf_counter()
@@ -179,8 +179,8 @@ def pretraining_summary(path: str | os.PathLike) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- transfer task
 def transfer_data(cache: str | os.PathLike | None = None, settings: SmokeSettings = DEFAULT) -> Path:
     """A data root holding digits 6-9 (labels 0-3) as `vtab-1k/digits_6to9/` and FGVC `digits_6to9/`."""
-    from vapt.atomic import write_json_atomic
     from vapt.data.fixtures import write_fgvc_dataset, write_vtab_task
+    from vapt.io import write_json_atomic
 
     root = _root(cache, settings) / "data"
     marker = root / "complete.json"

@@ -34,9 +34,9 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
-from vapt.atomic import write_json_atomic
 from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
+from vapt.io import write_json_atomic
 from vapt.train import (
     TrainConfig,
     add_run_arguments,
