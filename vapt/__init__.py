@@ -13,12 +13,14 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("BACKBONES", "BackboneSpec", "backbone_spec", "create_backbone"), "vapt.backbones"),
-    **dict.fromkeys(("METHODS", "FullConfig", "LinearConfig", "MethodConfig", "VAPTConfig", "VPTConfig",
-                     "method_config"), "vapt.config"),
+    **dict.fromkeys(("BACKBONES", "BackboneSpec", "backbone_spec", "create_backbone"), "vapt.models.backbones"),
+    **dict.fromkeys(("METHODS", "FullConfig", "LinearConfig", "MethodConfig", "MethodSpec", "VAPTConfig",
+                     "VPTConfig", "method_config", "register_method"), "vapt.config"),
     **dict.fromkeys(("ConfigError", "DataLayoutError", "VaptError", "WeightsError"), "vapt.errors"),
-    **dict.fromkeys(("PromptedModel", "PromptedViT", "count_parameters", "create_model"), "vapt.prompted"),
-    **dict.fromkeys(("SWIN_BACKBONES", "PromptedSwin", "create_swin_model"), "vapt.swin"),
+    **dict.fromkeys(("PromptedModel", "count_parameters"), "vapt.models.prompted"),
+    "create_model": "vapt.models.factory",
+    "PromptedViT": "vapt.models.vit",
+    **dict.fromkeys(("SWIN_BACKBONES", "PromptedSwin", "create_swin_model"), "vapt.models.swin"),
 }
 
 def __getattr__(name: str) -> Any:

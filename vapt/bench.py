@@ -37,11 +37,11 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from vapt import io
-from vapt.backbones import backbone_spec, create_backbone
-from vapt.config import METHODS, method_config
+from vapt.config import METHODS
 from vapt.errors import ConfigError
-from vapt.prompted import PromptedModel, PromptedViT, count_parameters
-from vapt.swin import PromptedSwin, create_swin_backbone, is_swin_backbone
+from vapt.models.backbones import backbone_spec
+from vapt.models.factory import create_model
+from vapt.models.prompted import PromptedModel, count_parameters
 
 COLUMNS = ("method", "step_time_s", "eval_images_per_s", "peak_memory_mb", "gflops_per_image", "trainable_params")
 DETAILS = ("image_size", "cpu_threads")  # reported with the table, not written to the CSV
@@ -82,29 +82,18 @@ class BenchSettings:
 
 
 def method_overrides(method: str, settings: BenchSettings) -> dict[str, Any]:
-    """Config overrides of a method for these settings (number of prompts, recomputation for VAPT)."""
-    if method in ("vpt_shallow", "vpt_deep"):
-        return {"num_tokens": settings.num_tokens}
-    if method == "vapt":
-        return {"num_tokens": settings.num_tokens, "recompute": settings.recompute}
-    return {}
+    """Config overrides of a method for these settings (number of prompts, recomputation where it applies)."""
+    if method not in METHODS or not METHODS[method].prompted:
+        return {}
+    options = METHODS[method].options()
+    wanted = {"num_tokens": settings.num_tokens, "recompute": settings.recompute}
+    return {k: v for k, v in wanted.items() if k in options}
 
 
 def build_model(settings: BenchSettings, method: str) -> PromptedModel:
     """The benchmarked model: a ViT (named or timm) or a Swin backbone, at `settings.image_size` if given."""
-    config = method_config(method, **method_overrides(method, settings))
-    if is_swin_backbone(settings.backbone):
-        backbone, _ = create_swin_backbone(settings.backbone)
-        _resize(backbone, settings.image_size)
-        return PromptedSwin(backbone, config, settings.num_classes)
-    backbone, spec = create_backbone(settings.backbone)
-    _resize(backbone, settings.image_size)
-    return PromptedViT(backbone, config, settings.num_classes, prompts_in_pool=spec.prompts_in_pool)
-
-
-def _resize(backbone: torch.nn.Module, image_size: int | None) -> None:
-    if image_size is not None and int(backbone.patch_embed.img_size[0]) != image_size:
-        backbone.set_input_size(img_size=(image_size, image_size))
+    return create_model(settings.backbone, method, settings.num_classes, image_size=settings.image_size,
+                        **method_overrides(method, settings))
 
 
 def native_image_size(model: PromptedModel) -> int:
@@ -450,8 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     settings, methods, out = parse_args(argv)
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {settings.device} requested but CUDA is not available on this machine")
-    if not is_swin_backbone(settings.backbone):
-        backbone_spec(settings.backbone)  # unknown names fail here, before any worker starts
+    backbone_spec(settings.backbone)  # unknown names fail here, before any worker starts
     table = run_bench(settings, methods)
     print(format_report(table, settings))
     if out is not None:

@@ -129,8 +129,8 @@ def pretrained_backbone(
     import torch
     from torch import nn
 
-    from vapt.backbones import create_backbone
     from vapt.io import save_torch_atomic, write_json_atomic
+    from vapt.models.backbones import create_backbone
 
     use_threads()
     started = time.perf_counter()

@@ -41,10 +41,10 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from vapt.backbones import TEST_BACKBONES
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
 from vapt.errors import ConfigError
 from vapt.io import save_torch_atomic, write_json_atomic
+from vapt.models.backbones import TEST_BACKBONES
 
 PAPER_EPOCHS = 100
 PAPER_BATCH_SIZE = 64

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.torch_threads import one_cpu_thread  # noqa: F401  (an autouse fixture, registered by import)
 from vapt.data.fixtures import write_fixtures
 
 

@@ -9,7 +9,7 @@ import torch
 
 import vapt
 from vapt.config import LinearConfig, VAPTConfig, VPTConfig, method_config
-from vapt.prompted import PromptedViT
+from vapt.models.vit import PromptedViT
 
 PROMPT_METHODS = ("vpt_shallow", "vpt_deep", "vapt")
 

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 import vapt
-from vapt import backbones
-from vapt.backbones import BackboneSpec, load_weights_file
+from vapt.models import backbones
+from vapt.models.backbones import BackboneSpec, load_weights_file
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 
 from vapt import ConfigError, WeightsError, count_parameters, method_config
-from vapt.swin import (
+from vapt.models.swin import (
     SWIN_BACKBONES,
     PromptedSwin,
     create_swin_backbone,

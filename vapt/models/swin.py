@@ -23,11 +23,9 @@ whole network (the default 1 gives static VPT prompts to the very first block on
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
 from timm.models.swin_transformer import (
@@ -35,90 +33,35 @@ from timm.models.swin_transformer import (
     SwinTransformer,
     SwinTransformerBlock,
     WindowAttention,
-    checkpoint_filter_fn,
     window_partition,
     window_reverse,
 )
 from torch import Tensor, nn
 
-from vapt.backbones import (
-    WEIGHT_SUFFIXES,
-    BackboneSpec,
-    check_weights_file,
-    hub_state_dict,
-    load_backbone_state,
-    read_state_dict,
-)
-from vapt.config import MethodConfig, VAPTConfig, VPTConfig, method_config
+from vapt.config import METHODS, MethodConfig
 from vapt.errors import ConfigError
-from vapt.prompted import PromptedModel, init_vpt_head
-from vapt.prompts import AdaptivePromptGenerator, VPTPromptGenerator, vpt_init_range
+from vapt.models.backbones import BACKBONES, BackboneSpec, backbone_spec, create_backbone, is_swin_backbone
+from vapt.models.prompted import PromptedModel
+from vapt.models.prompts import vpt_init_range
 
-SWIN_WEIGHT_SUFFIXES = tuple(s for s in WEIGHT_SUFFIXES if s != ".npz")
-SWIN_BACKBONES: dict[str, BackboneSpec] = {
-    spec.name: spec
-    for spec in (
-        BackboneSpec(
-            "swin_b_in22k", "swin_base_patch4_window7_224.ms_in22k", global_pool="avg",
-            weights_hint="Microsoft's swin_base_patch4_window7_224_22k.pth (ImageNet-22k), "
-                         "or timm's swin_base_patch4_window7_224.ms_in22k",
-        ),
-        BackboneSpec(
-            "swin_test", "swin_test", global_pool="avg", on_hub=False,
-            weights_hint="a checkpoint of the tiny test Swin (32 px, patch 2, window 4, width 16, depths 2-2)",
-            timm_kwargs=dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2),
-                             num_heads=(2, 4), mlp_ratio=2.0),
-        ),
-    )
-}
-
-
-def is_swin_backbone(name: str) -> bool:
-    """Whether `name` is a named Swin backbone here or a timm Swin Transformer model name."""
-    if name in SWIN_BACKBONES:
-        return True
-    if not timm.is_model(name):
-        return False
-    arch = timm.models.get_arch_name(name)
-    return arch in timm.list_models(module="swin_transformer")
+SWIN_BACKBONES: dict[str, BackboneSpec] = {name: spec for name, spec in BACKBONES.items() if spec.family == "swin"}
 
 
 def swin_backbone_spec(name: str) -> BackboneSpec:
     """The spec of a named Swin backbone, or of any timm Swin Transformer name (average pooling)."""
-    if name in SWIN_BACKBONES:
-        return SWIN_BACKBONES[name]
-    if is_swin_backbone(name):
-        return BackboneSpec(name, name, global_pool="avg", weights_hint=f"timm's {name}")
-    raise ConfigError(
-        f"unknown Swin backbone {name!r}; expected one of {', '.join(SWIN_BACKBONES)} or a timm Swin "
-        f"Transformer name (e.g. swin_tiny_patch4_window7_224.ms_in1k)"
-    )
+    if not is_swin_backbone(name):
+        raise ConfigError(
+            f"unknown Swin backbone {name!r}; expected one of {', '.join(SWIN_BACKBONES)} or a timm Swin "
+            f"Transformer name (e.g. swin_tiny_patch4_window7_224.ms_in1k)"
+        )
+    return backbone_spec(name)
 
 
-def create_swin_backbone(name: str, pretrained: bool = False,
-                         weights: str | os.PathLike | None = None) -> tuple[SwinTransformer, BackboneSpec]:
-    """A timm SwinTransformer without classifier; weights from the hub (`pretrained`) or a local file."""
-    spec = swin_backbone_spec(name)
-    if pretrained and weights is not None:
-        raise ConfigError("pass either pretrained=True (hub) or weights=PATH (local file), not both")
-    path = check_weights_file(spec, weights, SWIN_WEIGHT_SUFFIXES) if weights is not None else None
-    model = _build_swin(spec)
-    if path is not None:
-        load_backbone_state(model, checkpoint_filter_fn(read_state_dict(path), model), source=str(path))
-    elif pretrained:
-        load_backbone_state(model, hub_state_dict(spec), source=f"timm hub {spec.timm_name}")
-    return model, spec
-
-
-def _build_swin(spec: BackboneSpec) -> SwinTransformer:
-    if spec.name in SWIN_BACKBONES and not timm.is_model(spec.timm_name):
-        model = SwinTransformer(num_classes=0, global_pool=spec.global_pool, **spec.timm_kwargs)
-    else:
-        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, global_pool=spec.global_pool,
-                                  **spec.timm_kwargs)
-    if not isinstance(model, SwinTransformer):
-        raise ConfigError(f"backbone {spec.name!r} builds a {type(model).__name__}, expected a timm SwinTransformer")
-    return model
+def create_swin_backbone(name: str, pretrained: bool = False, weights: str | os.PathLike | None = None,
+                         image_size: int | None = None) -> tuple[SwinTransformer, BackboneSpec]:
+    """A timm SwinTransformer without classifier (`create_backbone` restricted to Swin names)."""
+    swin_backbone_spec(name)
+    return create_backbone(name, pretrained=pretrained, weights=weights, image_size=image_size)
 
 
 class SwinPrompts(nn.Module):
@@ -147,27 +90,26 @@ def swin_stages(backbone: SwinTransformer) -> list[tuple[int, tuple[int, int], i
 def build_swin_prompts(config: MethodConfig, backbone: SwinTransformer) -> SwinPrompts | None:
     """The prompt generators a method needs on this backbone (None for linear probing and full tuning).
 
-    Static prompts of a stage are initialized with VPT's uniform range for the stage's width.
+    Each stage gets the method's generator at the stage's width and grid, with the stage's share of
+    the config (`config.for_stage`); static prompts use VPT's uniform range for the stage's width.
     """
+    generator = METHODS[config.name].generator_class()
+    if generator is None:
+        return None
     stages = swin_stages(backbone)
+    total = sum(depth for _, _, depth in stages)
+    static_depth = getattr(config, "static_depth", 0)
+    if static_depth > total:
+        raise ConfigError(f"static_depth={static_depth} exceeds the backbone's {total} blocks")
     patch_size = tuple(backbone.patch_embed.patch_size)
-    if isinstance(config, VPTConfig):
-        used = stages if config.deep else stages[:1]
-        return SwinPrompts([VPTPromptGenerator(config, dim, depth, vpt_init_range(patch_size, dim))
-                            for dim, _, depth in used])
-    if isinstance(config, VAPTConfig):
-        total = sum(depth for _, _, depth in stages)
-        if config.static_depth > total:
-            raise ConfigError(f"static_depth={config.static_depth} exceeds the backbone's {total} blocks")
-        generators, offset = [], 0
-        for dim, grid, depth in stages:
-            static = min(max(config.static_depth - offset, 0), depth)
-            stage_config = dataclasses.replace(config, static_depth=static)
-            generators.append(AdaptivePromptGenerator(stage_config, dim, grid, depth,
-                                                      vpt_init_range(patch_size, dim)))
-            offset += depth
-        return SwinPrompts(generators)
-    return None
+    generators, offset = [], 0
+    for dim, grid, depth in stages:
+        stage_config = config.for_stage(offset, depth)
+        if stage_config is None:
+            break
+        generators.append(generator.for_blocks(stage_config, dim, grid, depth, vpt_init_range(patch_size, dim)))
+        offset += depth
+    return SwinPrompts(generators)
 
 
 def merge_prompts(merge: PatchMerging, prompts: Tensor) -> Tensor:
@@ -245,27 +187,19 @@ class PromptedSwin(PromptedModel):
     final norm -> average pooling over the map (prompts excluded) -> head.
     """
 
-    def __init__(self, backbone: SwinTransformer, config: MethodConfig, num_classes: int):
-        super().__init__()
+    def check_backbone(self, backbone: nn.Module) -> None:
+        """Only a timm SwinTransformer can be wrapped here."""
         if not isinstance(backbone, SwinTransformer):
             raise ConfigError(f"PromptedSwin needs a timm SwinTransformer, got {type(backbone).__name__}")
-        backbone.reset_classifier(0)
-        self.backbone = backbone
-        self.config = config
-        self.head = nn.Linear(backbone.num_features, num_classes)
-        init_vpt_head(self.head)
-        self.prompt = build_swin_prompts(config, backbone)
-        self._freeze()
+
+    def build_prompts(self) -> SwinPrompts | None:
+        """One generator per prompted stage (see `build_swin_prompts`)."""
+        return build_swin_prompts(self.config, self.backbone)
 
     @property
     def stages(self) -> list[tuple[int, tuple[int, int], int]]:
         """(width, patch grid, number of blocks) of every stage."""
         return swin_stages(self.backbone)
-
-    @property
-    def image_size(self) -> int:
-        """Native input size in pixels (square)."""
-        return int(self.backbone.patch_embed.img_size[0])
 
     def forward_map(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """Run the stages with prompts; returns the map (B, H, W, C) after the final norm and the last prompts."""
@@ -291,10 +225,6 @@ class PromptedSwin(PromptedModel):
         x, _ = self.forward_map(images)
         return self.backbone.forward_head(x, pre_logits=True)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Class logits (B, num_classes)."""
-        return self.head(self.forward_features(images))
-
 
 def create_swin_model(
     backbone: str,
@@ -304,12 +234,11 @@ def create_swin_model(
     weights: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> PromptedSwin:
-    """A Swin backbone with `method` (linear, full, vpt_shallow, vpt_deep, vapt or a config) and a new head."""
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-    config = method_config(method, **overrides)
-    model, _ = create_swin_backbone(backbone, pretrained=pretrained, weights=weights)
-    return PromptedSwin(model, config, num_classes)
+    """`vapt.create_model` restricted to Swin backbones."""
+    from vapt.models.factory import create_model
+
+    swin_backbone_spec(backbone)
+    return create_model(backbone, method, num_classes, pretrained=pretrained, weights=weights, **overrides)
 
 
 __all__ = [

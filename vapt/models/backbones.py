@@ -1,7 +1,12 @@
-"""Named backbones -> timm models, pooling, and offline-friendly weight loading."""
+"""Named backbones -> timm models (ViT and Swin), pooling, and offline-friendly weight loading.
+
+One registry, `BACKBONES`, holds every named backbone; each spec says its family (`vit` or `swin`),
+and the family names the prompted wrapper class that adapts it (`BackboneSpec.wrapper`).
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -11,7 +16,10 @@ from urllib.parse import urlparse
 
 import timm
 import torch
-from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from timm.models import swin_transformer, vision_transformer
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from vapt.errors import ConfigError, WeightsError
 
@@ -30,6 +38,37 @@ class BackboneSpec:
     on_hub: bool = True
     weights_hint: str = ""
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    family: str = "vit"
+
+    @property
+    def wrapper(self) -> type:
+        """The prompted model class for this backbone's family (PromptedViT or PromptedSwin)."""
+        module, _, name = FAMILIES[self.family].wrapper.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    @property
+    def weight_suffixes(self) -> tuple[str, ...]:
+        """Local weight file formats this backbone loads (Google's .npz only for ViT)."""
+        return FAMILIES[self.family].weight_suffixes
+
+
+@dataclass(frozen=True)
+class Family:
+    """A kind of timm backbone: its model class, checkpoint filter, prompted wrapper and weight formats."""
+
+    model_class: type
+    checkpoint_filter: Any
+    wrapper: str
+    weight_suffixes: tuple[str, ...]
+    timm_module: str
+
+
+FAMILIES: dict[str, Family] = {
+    "vit": Family(VisionTransformer, vision_transformer.checkpoint_filter_fn, "vapt.models.vit:PromptedViT",
+                  WEIGHT_SUFFIXES, "vision_transformer"),
+    "swin": Family(SwinTransformer, swin_transformer.checkpoint_filter_fn, "vapt.models.swin:PromptedSwin",
+                   tuple(s for s in WEIGHT_SUFFIXES if s != ".npz"), "swin_transformer"),
+}
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -60,48 +99,87 @@ BACKBONES: dict[str, BackboneSpec] = {
             weights_hint="a checkpoint of the tiny test ViT (32 px, patch 4, depth 4, width 64)",
             timm_kwargs=dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
         ),
+        BackboneSpec(
+            "swin_b_in22k", "swin_base_patch4_window7_224.ms_in22k", global_pool="avg", family="swin",
+            weights_hint="Microsoft's swin_base_patch4_window7_224_22k.pth (ImageNet-22k), "
+                         "or timm's swin_base_patch4_window7_224.ms_in22k",
+        ),
+        BackboneSpec(
+            "swin_test", "swin_test", global_pool="avg", on_hub=False, family="swin",
+            weights_hint="a checkpoint of the tiny test Swin (32 px, patch 2, window 4, width 16, depths 2-2)",
+            timm_kwargs=dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2),
+                             num_heads=(2, 4), mlp_ratio=2.0),
+        ),
     )
 }
 
 
+def timm_family(name: str) -> str | None:
+    """The family (`vit` or `swin`) of a timm model name, or None when it is neither."""
+    if not timm.is_model(name):
+        return None
+    arch = timm.models.get_arch_name(name)
+    for family, kind in FAMILIES.items():
+        if arch in timm.list_models(module=kind.timm_module):
+            return family
+    return None
+
+
+def is_swin_backbone(name: str) -> bool:
+    """Whether `name` is a named Swin backbone here or a timm Swin Transformer model name."""
+    if name in BACKBONES:
+        return BACKBONES[name].family == "swin"
+    return timm_family(name) == "swin"
+
+
 def backbone_spec(name: str) -> BackboneSpec:
-    """The spec of a named backbone; any other timm ViT name is accepted as is (CLS pooling)."""
+    """The spec of a named backbone; any other timm ViT (CLS pooling) or Swin (average pooling) name as is."""
     if name in BACKBONES:
         return BACKBONES[name]
     if timm.is_model(name):
+        if timm_family(name) == "swin":
+            return BackboneSpec(name, name, global_pool="avg", weights_hint=f"timm's {name}", family="swin")
         return BackboneSpec(name, name, weights_hint=f"timm's {name}")
     raise ConfigError(
-        f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)} or a timm model name "
+        f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)} or a timm ViT or Swin model name "
         f"(e.g. vit_small_patch16_224.augreg_in21k)"
     )
 
 
-def create_backbone(name: str, pretrained: bool = False, weights: str | os.PathLike | None = None) -> tuple[
-        VisionTransformer, BackboneSpec]:
-    """A timm VisionTransformer without classifier; weights from the hub (`pretrained`) or a local file."""
+def create_backbone(name: str, pretrained: bool = False, weights: str | os.PathLike | None = None,
+                    image_size: int | None = None) -> tuple[nn.Module, BackboneSpec]:
+    """A timm ViT or Swin without classifier; weights from the hub (`pretrained`) or a local file.
+
+    `image_size` resizes the input (position embeddings / attention windows follow, as timm does).
+    """
     spec = backbone_spec(name)
     if pretrained and weights is not None:
         raise ConfigError("pass either pretrained=True (hub) or weights=PATH (local file), not both")
-    path = check_weights_file(spec, weights) if weights is not None else None
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ConfigError(f"image_size must be a positive integer or None, got {image_size!r}")
+    path = check_weights_file(spec, weights, spec.weight_suffixes) if weights is not None else None
     hub_state = hub_state_dict(spec) if pretrained else None
     model = _build(spec)
     if path is not None:
         load_weights_file(model, path, spec)
     elif hub_state is not None:
         load_backbone_state(model, hub_state, source=f"timm hub {spec.timm_name}")
+    if image_size is not None and int(model.patch_embed.img_size[0]) != image_size:
+        model.set_input_size(img_size=(image_size, image_size))
     return model, spec
 
 
-def _build(spec: BackboneSpec) -> VisionTransformer:
+def _build(spec: BackboneSpec) -> nn.Module:
+    model_class = FAMILIES[spec.family].model_class
     if not timm.is_model(spec.timm_name):  # architectures defined here, e.g. the tiny `vit_test`
-        model = VisionTransformer(num_classes=0, global_pool=spec.global_pool, **spec.timm_kwargs)
+        model = model_class(num_classes=0, global_pool=spec.global_pool, **spec.timm_kwargs)
     else:
         model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, global_pool=spec.global_pool,
                                   **spec.timm_kwargs)
-    if not isinstance(model, VisionTransformer):
+    if not isinstance(model, model_class):
         raise ConfigError(
-            f"backbone {spec.name!r} builds a {type(model).__name__}; PromptedViT needs a timm VisionTransformer "
-            f"(for Swin use vapt.swin)"
+            f"backbone {spec.name!r} builds a {type(model).__name__}; expected a timm {model_class.__name__} "
+            f"(the backbone families are {', '.join(FAMILIES)})"
         )
     return model
 
@@ -141,10 +219,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights_file(model: VisionTransformer, path: str | os.PathLike, spec: BackboneSpec) -> None:
+def load_weights_file(model: nn.Module, path: str | os.PathLike, spec: BackboneSpec) -> None:
     """Load a local checkpoint into `model`; the classifier and a fresh fc_norm are left as they are."""
     path = str(path)
-    if path.endswith(".npz"):
+    if path.endswith(".npz") and spec.family == "vit":
         reference = _build(spec)
         try:
             reference.load_pretrained(path)
@@ -152,11 +230,11 @@ def load_weights_file(model: VisionTransformer, path: str | os.PathLike, spec: B
             raise WeightsError(f"could not load {path!r} as a Google ViT .npz checkpoint: {err}") from err
         state = reference.state_dict()
     else:
-        state = checkpoint_filter_fn(read_state_dict(path), model)
+        state = FAMILIES[spec.family].checkpoint_filter(read_state_dict(path), model)
     load_backbone_state(model, state, source=path)
 
 
-def load_backbone_state(model: VisionTransformer, state: dict[str, torch.Tensor], source: str) -> None:
+def load_backbone_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load backbone tensors; every backbone parameter except the head and fc_norm must be present."""
     skip = ("head.", "fc_norm.")
     own = model.state_dict()

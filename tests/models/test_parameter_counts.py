@@ -8,7 +8,7 @@ import pytest
 
 import vapt
 from vapt.config import VAPTConfig, VPTConfig
-from vapt.prompted import PromptedViT
+from vapt.models.vit import PromptedViT
 
 
 def expected_vapt_prompt_params(depth: int, dim: int, grid: tuple[int, int], cfg: VAPTConfig) -> int:

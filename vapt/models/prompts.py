@@ -59,6 +59,12 @@ class VPTPromptGenerator(nn.Module):
         self.prompts = StaticPrompts(num_blocks if config.deep else 1, config.num_tokens, dim, init_range,
                                      config.dropout)
 
+    @classmethod
+    def for_blocks(cls, config: VPTConfig, dim: int, grid_size: tuple[int, int], num_blocks: int,
+                   init_range: float) -> VPTPromptGenerator:
+        """The generator for a stack of `num_blocks` blocks of width `dim` (the grid is not used)."""
+        return cls(config, dim, num_blocks, init_range)
+
     def forward(self, index: int, patches: Tensor) -> Tensor | None:
         """Prompts to insert before block `index`, or None to keep the previous ones."""
         if self.deep or index == 0:
@@ -167,6 +173,12 @@ class AdaptivePromptGenerator(nn.Module):
             )
         else:
             self.projectors = None
+
+    @classmethod
+    def for_blocks(cls, config: VAPTConfig, dim: int, grid_size: tuple[int, int], num_blocks: int,
+                   init_range: float) -> AdaptivePromptGenerator:
+        """The generator for a stack of `num_blocks` blocks of width `dim` on a `grid_size` patch grid."""
+        return cls(config, dim, grid_size, num_blocks, init_range)
 
     def projector_for(self, adaptive_index: int) -> nn.Module | None:
         """The feature projector used by the `adaptive_index`-th adaptive block."""
