@@ -10,6 +10,8 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
+# the line every command's --help ends with
+DOCS_HELP = "Documentation: docs/method.md (the method and its options), docs/protocol.md (the paper's protocol)."
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -21,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "create_model": "vapt.models.factory",
     "PromptedViT": "vapt.models.vit",
     **dict.fromkeys(("SWIN_BACKBONES", "PromptedSwin", "create_swin_model"), "vapt.models.swin"),
+    **dict.fromkeys(("RunRecord", "RecordError"), "vapt.run.record"),
+    "TrainConfig": "vapt.run.config",
 }
 
 def __getattr__(name: str) -> Any:

@@ -59,7 +59,7 @@ class VPTConfig:
 
 @dataclass(frozen=True)
 class VAPTConfig:
-    """Visual Adaptive Prompt Tuning; defaults reproduce the authors' implementation (METHOD.md §3)."""
+    """Visual Adaptive Prompt Tuning; defaults reproduce the authors' implementation (docs/method.md)."""
 
     num_tokens: int = 10
     kernel_size: int = 2

@@ -1,4 +1,4 @@
-"""Trainable-parameter counts against the closed forms of METHOD.md (ViT-B/16 and a tiny ViT)."""
+"""Trainable-parameter counts against the closed forms in docs/method.md (ViT-B/16 and a tiny ViT)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from vapt.models.vit import PromptedViT
 
 
 def expected_vapt_prompt_params(depth: int, dim: int, grid: tuple[int, int], cfg: VAPTConfig) -> int:
-    """METHOD.md's count: adaptive blocks x (token projector + kernel + LayerNorm) + projector(s) + static."""
+    """docs/method.md's count: adaptive blocks x (token projector + kernel + LayerNorm) + projector(s) + static."""
     h, w = grid
     adaptive = depth - cfg.static_depth
     if cfg.conv:

@@ -27,7 +27,7 @@ def record_rows(
     backbone_params=100_000,
     fraction=1.0,
     num_tokens=10,
-    status="ok",
+    status="finished",
     **extra,
 ):
     """One long-format record row."""

@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vapt import results as R
+from vapt.report import frame as Fr
+from vapt.report import paper as P
+from vapt.report import tables as T
 
 
 @pytest.fixture
 def paper() -> pd.DataFrame:
-    return R.paper_results()
+    return P.paper_results()
 
 
 def test_bundled_paper_csv_keeps_values_and_provenance(paper):
@@ -25,7 +27,7 @@ def test_bundled_paper_csv_keeps_values_and_provenance(paper):
 
 
 def test_selection_uses_validation_and_final_retrains(synthetic_records):
-    final = R.select_final(synthetic_records)
+    final = T.select_final(synthetic_records)
     vtab = final[final.benchmark == "vtab1k"]
     assert set(vtab["train_split"]) == {"train800val200"}
     assert set(zip(vtab.lr, vtab.wd, strict=False)) == {
@@ -43,7 +45,7 @@ def test_selection_ties_go_to_the_smaller_lr(make_rows):
         "vit_test", "vapt", "cifar", "natural", {(1.0, 0.0): 70.0, (0.5, 0.0): 70.0}, [60.0], best=(0.5, 0.0)
     )
     rows += vtab_cell("vit_test", "vapt", "cifar", "natural", {}, [10.0], best=(1.0, 0.0))
-    table = R.task_table(pd.DataFrame(rows))
+    table = T.task_table(pd.DataFrame(rows))
     assert table["lr"].tolist() == [0.5] and table["mean"].tolist() == [60.0]
 
 
@@ -64,29 +66,29 @@ def test_failed_runs_are_ignored(make_rows):
             v,
             status=st,
         )
-        for s, v, st in ((42, 50.0, "ok"), (44, 52.0, "ok"), (82, 0.0, "failed"))
+        for s, v, st in ((42, 50.0, "finished"), (44, 52.0, "finished"), (82, 0.0, "failed"))
     ]
-    table = R.task_table(pd.DataFrame(rows))
+    table = T.task_table(pd.DataFrame(rows))
     assert table["n_seeds"].tolist() == [2]
     assert table["mean"].tolist() == [51.0]
     assert table["selection"].tolist() == ["no validation runs"]
 
 
 def test_mean_std_over_seeds(synthetic_records):
-    tasks = R.task_table(synthetic_records)
-    final = R.select_final(synthetic_records)
+    tasks = T.task_table(synthetic_records)
+    final = T.select_final(synthetic_records)
     row = tasks[(tasks.method == "vapt") & (tasks.task == "cifar")].iloc[0]
     values = final[(final.method == "vapt") & (final.task == "cifar")]["value"]
     assert row["n_seeds"] == 5
     assert row["mean"] == pytest.approx(values.mean())
     assert row["std"] == pytest.approx(values.std(ddof=1))
-    text = R.mean_std(tasks.loc[[row.name]]).iloc[0]
+    text = T.mean_std(tasks.loc[[row.name]]).iloc[0]
     assert text == f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
 
 
 def test_group_means_wins_and_tuned_total(synthetic_records, paper):
-    tasks = R.task_table(synthetic_records)
-    groups = R.group_table(tasks, paper).set_index(["method", "group"])
+    tasks = T.task_table(synthetic_records)
+    groups = T.group_table(tasks, paper).set_index(["method", "group"])
     by_task = tasks.set_index(["method", "task"])["mean"]
     natural = groups.loc[("vapt", "natural")]
     assert natural["mean"] == pytest.approx((by_task["vapt", "cifar"] + by_task["vapt", "dtd"]) / 2)
@@ -110,10 +112,10 @@ def test_group_means_wins_and_tuned_total(synthetic_records, paper):
 def test_mean_total_is_the_mean_over_the_19_vtab_tasks_and_complete(make_rows, paper):
     _, vtab_cell = make_rows
     rows = []
-    for index, task in enumerate(R.VTAB_ORDER):
-        group = next(g for g, ts in R.GROUP_TASKS.items() if task in ts)
+    for index, task in enumerate(P.VTAB_ORDER):
+        group = next(g for g, ts in P.GROUP_TASKS.items() if task in ts)
         rows += vtab_cell("vit_test", "vapt", task, group, {(1.0, 0.0): 1.0}, [float(index)], best=(1.0, 0.0))
-    groups = R.group_table(R.task_table(pd.DataFrame(rows)), paper).set_index("group")
+    groups = T.group_table(T.task_table(pd.DataFrame(rows)), paper).set_index("group")
     assert groups.loc["all", "mean"] == pytest.approx(np.mean(range(19)))
     assert groups.loc["all", "n_tasks"] == 19 and groups.loc["all", "complete"]
     assert groups.loc["natural", "complete"] and groups.loc["natural", "mean"] == pytest.approx(3.0)
@@ -121,9 +123,9 @@ def test_mean_total_is_the_mean_over_the_19_vtab_tasks_and_complete(make_rows, p
 
 def test_wins_fall_back_to_the_papers_full_fine_tuning(make_rows, paper):
     _, vtab_cell = make_rows
-    rows = vtab_cell(R.MAIN_BACKBONE, "vapt", "cifar", "natural", {(1.0, 0.0): 1.0}, [70.0], best=(1.0, 0.0))
-    rows += vtab_cell(R.MAIN_BACKBONE, "vapt", "dtd", "natural", {(1.0, 0.0): 1.0}, [60.0], best=(1.0, 0.0))
-    groups = R.group_table(R.task_table(pd.DataFrame(rows)), paper).set_index("group")
+    rows = vtab_cell(P.MAIN_BACKBONE, "vapt", "cifar", "natural", {(1.0, 0.0): 1.0}, [70.0], best=(1.0, 0.0))
+    rows += vtab_cell(P.MAIN_BACKBONE, "vapt", "dtd", "natural", {(1.0, 0.0): 1.0}, [60.0], best=(1.0, 0.0))
+    groups = T.group_table(T.task_table(pd.DataFrame(rows)), paper).set_index("group")
     # paper's full fine-tuning: cifar 68.9 (beaten), dtd 64.3 (not beaten)
     assert groups.loc["natural", "wins_vs_full"] == 1
     assert groups.loc["natural", "wins_reference"] == "paper"
@@ -132,11 +134,11 @@ def test_wins_fall_back_to_the_papers_full_fine_tuning(make_rows, paper):
 def test_paper_vs_ours_fills_known_values_and_leaves_missing_blank(make_rows, paper):
     _, vtab_cell = make_rows
     rows = vtab_cell(
-        R.MAIN_BACKBONE, "vpt_deep", "cifar", "natural", {(1.0, 0.0): 1.0}, [80.0, 81.0], best=(1.0, 0.0)
+        P.MAIN_BACKBONE, "vpt_deep", "cifar", "natural", {(1.0, 0.0): 1.0}, [80.0, 81.0], best=(1.0, 0.0)
     )
-    rows += vtab_cell(R.MAIN_BACKBONE, "vfpt", "cifar", "natural", {(1.0, 0.0): 1.0}, [77.0], best=(1.0, 0.0))
-    tasks = R.task_table(pd.DataFrame(rows))
-    comparison = R.paper_vs_ours(tasks, R.group_table(tasks, paper), paper)
+    rows += vtab_cell(P.MAIN_BACKBONE, "vfpt", "cifar", "natural", {(1.0, 0.0): 1.0}, [77.0], best=(1.0, 0.0))
+    tasks = T.task_table(pd.DataFrame(rows))
+    comparison = P.paper_vs_ours(tasks, T.group_table(tasks, paper), paper)
     top1 = comparison[(comparison.metric == "top1") & (comparison.task == "cifar")].set_index("method")
     assert top1.loc["vpt_deep", "paper"] == 78.8
     assert top1.loc["vpt_deep", "diff"] == pytest.approx(80.5 - 78.8)
@@ -152,8 +154,8 @@ def test_paper_vs_ours_fills_known_values_and_leaves_missing_blank(make_rows, pa
 
 
 def test_t1_table_has_the_papers_layout_and_values(synthetic_records, paper):
-    tasks = R.task_table(synthetic_records)
-    t1 = R.t1_table(tasks, R.group_table(tasks, paper), paper)
+    tasks = T.task_table(synthetic_records)
+    t1 = P.t1_table(tasks, T.group_table(tasks, paper), paper)
     sections = list(dict.fromkeys(t1.columns.get_level_values(0)))
     assert sections == ["", "VTAB-1K Natural", "VTAB-1K Specialized", "VTAB-1K Structured", "VTAB-1K", "FGVC"]
     natural = [c for s, c in t1.columns if s == "VTAB-1K Natural"]
@@ -169,11 +171,11 @@ def test_t1_table_has_the_papers_layout_and_values(synthetic_records, paper):
         "[k]",
     ]
     paper_rows = [m for m, s in t1.index if s == "paper"]
-    assert paper_rows == [R.METHOD_LABELS[m] for m in R.T1_METHODS]
-    known = paper[(paper.table == "T1") & (paper.backbone == R.MAIN_BACKBONE) & (paper.metric == "top1")]
+    assert paper_rows == [P.METHOD_LABELS[m] for m in P.T1_METHODS]
+    known = paper[(paper.table == "T1") & (paper.backbone == P.MAIN_BACKBONE) & (paper.metric == "top1")]
     for _, row in known.iterrows():
-        column = (R.GROUP_TITLES[row.group], R.TASK_TITLES[row.task])
-        assert t1.loc[(R.METHOD_LABELS[row.method], "paper"), column] == row.value
+        column = (P.GROUP_TITLES[row.group], P.TASK_TITLES[row.task])
+        assert t1.loc[(P.METHOD_LABELS[row.method], "paper"), column] == row.value
     assert np.isnan(t1.loc[("LoRA", "paper"), ("VTAB-1K Natural", "CIFAR-100")])
     assert t1.loc[("VAPT", "paper"), ("VTAB-1K Natural", "Mean")] == 81.43
     assert t1.loc[("VAPT", "paper"), ("", "Tuned/Total (%)")] == 0.36
@@ -186,7 +188,7 @@ def test_t1_table_has_the_papers_layout_and_values(synthetic_records, paper):
 
 
 def test_t1_derived_paper_cells_are_labelled(paper):
-    t1 = R.t1_table(
+    t1 = P.t1_table(
         pd.DataFrame(columns=["backbone", "method", "group", "task", "mean", "tuned_total_pct"]),
         pd.DataFrame(columns=["backbone", "method", "group", "mean", "wins_vs_full", "complete"]),
         paper,
@@ -201,15 +203,15 @@ def test_t1_derived_paper_cells_are_labelled(paper):
 def test_tasks_outside_the_paper_get_their_own_columns(make_rows, paper):
     _, vtab_cell = make_rows
     rows = vtab_cell("vit_test", "vapt", "digits", "custom", {(1.0, 0.0): 1.0}, [90.0, 92.0], best=(1.0, 0.0))
-    tasks = R.task_table(pd.DataFrame(rows))
-    t1 = R.t1_table(tasks, R.group_table(tasks, paper), paper)
+    tasks = T.task_table(pd.DataFrame(rows))
+    t1 = P.t1_table(tasks, T.group_table(tasks, paper), paper)
     assert t1.loc[("VAPT", "ours (vit_test)"), ("Other tasks (custom)", "digits")] == pytest.approx(91.0)
     assert np.isnan(t1.loc[("VAPT", "paper"), ("Other tasks (custom)", "digits")])
 
 
 def test_t2_table_reads_self_supervised_group_means(paper):
     empty = pd.DataFrame(columns=["backbone", "method", "group", "mean"])
-    t2 = R.t2_table(empty, paper)
+    t2 = P.t2_table(empty, paper)
     assert t2.loc[("VAPT", "paper"), ("vit_b16_mae", "Natural")] == 59.23
     assert t2.loc[("GateVPT", "paper"), ("vit_b16_mocov3", "Structured")] == 49.1
 
@@ -229,22 +231,22 @@ def test_ablation_and_low_data_variants_are_kept_apart(make_rows):
             kernel_size=kernel,
         )
     records = pd.DataFrame(rows)
-    tasks = R.task_table(records)
+    tasks = T.task_table(records)
     assert sorted(tasks["kernel_size"]) == [2, 3]
-    main = R.task_table(R.main_records(records))
+    main = T.task_table(Fr.main_records(records))
     assert main["mean"].tolist() == [70.0]  # the default kernel (K = 2) only
 
 
 def test_exports_markdown_and_latex(synthetic_records, paper):
-    tables = R.build_tables(synthetic_records, paper)
-    text = R.to_markdown(R.format_table(tables.t1))
+    tables = T.build_tables(synthetic_records, paper)
+    text = T.to_markdown(T.format_table(tables.t1))
     header = text.splitlines()[0]
     assert "VTAB-1K Natural: CIFAR-100" in header and "FGVC: Stanford Cars" in header
     row = next(line for line in text.splitlines() if line.startswith("| VPT-Deep | paper |"))
     assert "| 78.8 |" in row and "| 78.48 |" in row
-    latex = R.to_latex(R.format_table(tables.t1))
+    latex = T.to_latex(T.format_table(tables.t1))
     assert "\\multicolumn" in latex and "VTAB-1K Natural" in latex and "78.8" in latex
-    report = R.report_markdown(tables)
+    report = T.report_markdown(tables)
     assert "## Per-task top-1 (%)" in report and " ± " in report and "## Table 1" in report
 
 
@@ -252,17 +254,20 @@ def test_run_options_reads_nested_configs(tmp_path):
     run = tmp_path / "run-a"
     run.mkdir()
     (run / "result.json").write_text(
-        json.dumps({"config": {"method": {"method": "vapt", "kernel_size": 3, "conv": False}}})
+        json.dumps({"run_id": "run-a", "status": "finished",
+                    "config": {"backbone": "vit_test", "method": "vapt", "data": "vtab1k/cifar", "seed": 42,
+                               "lr": 1.0, "wd": 0.0, "epochs": 1, "method_options": {"conv": False}},
+                    "method_config": {"method": "vapt", "nested": {"kernel_size": 3}}})
     )
-    options = R.run_options(tmp_path)
+    options = Fr.run_options(tmp_path)
     assert options.to_dict("records") == [{"run_id": "run-a", "kernel_size": 3, "conv": False}]
 
 
 def test_t2_table_gives_other_backbones_their_own_columns(make_rows, paper):
     _, vtab_cell = make_rows
     rows = vtab_cell("vit_test", "vapt", "digits", "custom", {(1.0, 0.0): 1.0}, [80.0], best=(1.0, 0.0))
-    tasks = R.task_table(pd.DataFrame(rows))
-    t2 = R.t2_table(R.group_table(tasks, paper), paper)
+    tasks = T.task_table(pd.DataFrame(rows))
+    t2 = P.t2_table(T.group_table(tasks, paper), paper)
     assert t2.loc[("VAPT", "ours"), ("ours: vit_test", "custom")] == 80.0
     assert np.isnan(t2.loc[("VAPT", "ours"), ("vit_b16_mae", "Natural")])
     assert t2.loc[("VAPT", "paper"), ("vit_b16_mae", "Natural")] == 59.23
@@ -272,13 +277,13 @@ def test_custom_tasks_do_not_count_in_the_mean_total(make_rows, paper):
     _, vtab_cell = make_rows
     rows = vtab_cell("vit_test", "vapt", "cifar", "natural", {(1.0, 0.0): 1.0}, [50.0], best=(1.0, 0.0))
     rows += vtab_cell("vit_test", "vapt", "digits", "custom", {(1.0, 0.0): 1.0}, [90.0], best=(1.0, 0.0))
-    groups = R.group_table(R.task_table(pd.DataFrame(rows)), paper).set_index("group")
+    groups = T.group_table(T.task_table(pd.DataFrame(rows)), paper).set_index("group")
     assert groups.loc["all", "mean"] == 50.0 and groups.loc["all", "n_tasks"] == 1
     assert groups.loc["custom", "mean"] == 90.0
 
 
 def test_markdown_keeps_counts_and_learning_rates_readable():
     table = pd.DataFrame({"method": ["vapt"], "n_seeds": [5.0], "lr": [0.005], "mean": [71.234], "std": [np.nan]})
-    lines = R.to_markdown(table.iloc[[0]].set_axis([7])).splitlines()
+    lines = T.to_markdown(table.iloc[[0]].set_axis([7])).splitlines()
     assert lines[0] == "| method | n_seeds | lr | mean | std |"
     assert lines[2] == "| vapt | 5 | 0.005 | 71.23 |  |"

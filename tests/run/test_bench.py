@@ -8,8 +8,8 @@ import torch
 
 import vapt
 from vapt import ConfigError, count_parameters
-from vapt.bench import COLUMNS, BenchSettings, build_model, count_flops, main, measure_method, write_csv
 from vapt.models.swin import create_swin_model
+from vapt.run.bench import COLUMNS, BenchSettings, build_model, count_flops, main, measure_method, write_csv
 
 METHODS = ["linear", "full", "vpt_shallow", "vpt_deep", "vapt"]
 

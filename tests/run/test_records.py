@@ -1,15 +1,20 @@
-"""Result records -> long-format frame: one row per (run, split), with the registry's groups."""
+"""Run records: RunRecord reads, writes and validates result.json; the long-format frame built from them."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 
 from vapt.errors import DataLayoutError
-from vapt.records import COLUMNS, load_results
-from vapt.train import TrainConfig, run_dir, run_id, train, write_json_atomic
+from vapt.io import write_json_atomic
+from vapt.report.frame import COLUMNS, load_results
+from vapt.run.config import TrainConfig, run_dir, run_id
+from vapt.run.record import NON_FINITE, SCHEMA_VERSION, RecordError, RunRecord, scan_records
+from vapt.run.train import train
 
 
 def _write(out: Path, status: str = "finished", **fields: object) -> TrainConfig:
@@ -55,15 +60,52 @@ def test_real_run_records_load(data_root: Path, tmp_path: Path) -> None:
     assert (frame["trainable_params"] == frame["head_params"]).all()
 
 
-def test_empty_and_bad_inputs(tmp_path: Path) -> None:
+def test_empty_and_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert load_results(tmp_path).empty and list(load_results(tmp_path).columns) == list(COLUMNS)
     with pytest.raises(DataLayoutError, match="runs folder .*nowhere does not exist"):
         load_results(tmp_path / "nowhere")
     bad = tmp_path / "x" / "result.json"
     bad.parent.mkdir()
-    bad.write_text("{not json")
-    with pytest.raises(DataLayoutError, match=r"x/result\.json cannot be read as JSON"):
-        load_results(tmp_path)
-    bad.write_text('{"config": {"backbone": "b"}}')
-    with pytest.raises(DataLayoutError, match="config lacks method, data"):
-        load_results(tmp_path)
+    _write(tmp_path)
+    for text, message in (("{not json", r"x/result\.json cannot be read as JSON"),
+                          ('{"config": {"backbone": "b"}}', "config lacks method, data"),
+                          ("[1, 2]", "is not a run record")):
+        bad.write_text(text)
+        frame = load_results(tmp_path)
+        assert len(frame) == 1 and frame["status"].eq("finished").all()
+        assert re.search(message, capsys.readouterr().err)
+
+
+PREVIOUS_VERSION_RECORD = {  # as the version before the schema field wrote it
+    "run_id": "vtab1k-cifar/vit_test/linear/train800-val200/lr1_wd0_s42_ep1",
+    "config": {"backbone": "vit_test", "method": "linear", "data": "vtab1k/cifar", "seed": 42, "lr": 1.0, "wd": 0.0,
+               "epochs": 1, "eval_splits": ["val200"]},
+    "epochs": [{"epoch": 1, "lr": 0.0, "train_loss": 1.6, "val200_top1": 20.0}], "final": {"val200": 20.0},
+    "method_config": {"method": "linear"}, "params": {"prompt": 0, "head": 650, "backbone": 200000, "trainable": 650},
+    "samples": {"train": 40, "val200": 10}, "wall_time_s": 1.5, "env": {"python": "3.11"}, "status": "finished",
+}
+
+
+def test_run_record_round_trip_and_the_previous_version(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    write_json_atomic(path, PREVIOUS_VERSION_RECORD)
+    record = RunRecord.read(path)
+    assert record.finished and record.is_done and record.score("val200") == 20.0 and record.schema == SCHEMA_VERSION
+    assert record["final"] == {"val200": 20.0} and "error" not in record and record.get("error") is None
+    record.write(path)
+    assert json.loads(path.read_text()) == {**PREVIOUS_VERSION_RECORD, "schema": SCHEMA_VERSION}
+    failed = RunRecord.from_dict({**PREVIOUS_VERSION_RECORD, "status": "failed", "failure": NON_FINITE})
+    assert failed.is_done and not failed.finished
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"status": "ok"}, "status 'ok' is not one of running, interrupted, finished, failed"),
+    ({"schema": SCHEMA_VERSION + 1}, "newer than this vapt"),
+    ({"config": "x"}, "not a run record"),
+])
+def test_run_record_refuses_foreign_content_by_name(tmp_path: Path, change: dict, message: str) -> None:
+    path = tmp_path / "result.json"
+    write_json_atomic(path, {**PREVIOUS_VERSION_RECORD, **change})
+    with pytest.raises(RecordError, match=f"{path}.*{message}|{message}"):
+        RunRecord.read(path)
+    assert scan_records(tmp_path, warn=False) == []

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-import vapt.sweep
+import vapt.run.sweep
 from vapt.__main__ import main as vapt_main
-from vapt.sweep import Launcher, SweepError, TaskPlan, parse_grid, select_best, sweep
-from vapt.train import TrainConfig, run_dir, run_id, write_json_atomic
+from vapt.io import write_json_atomic
+from vapt.run.config import TrainConfig, run_dir, run_id
+from vapt.run.sweep import Launcher, SweepError, TaskPlan, parse_grid, select_best, sweep
 
 
 def test_paper_grids() -> None:
@@ -116,13 +117,13 @@ def test_sweep_end_to_end_is_idempotent(data_root: Path, tmp_path: Path, monkeyp
     for path in lost:
         path.unlink()
     calls: list[str] = []
-    real_train = vapt.sweep.train
+    real_train = vapt.run.sweep.train
 
     def counting_train(config: TrainConfig, **kwargs: Any) -> dict[str, Any]:
         calls.append(run_id(config))
         return real_train(config, **kwargs)
 
-    monkeypatch.setattr(vapt.sweep, "train", counting_train)
+    monkeypatch.setattr(vapt.run.sweep, "train", counting_train)
     assert vapt_main(argv) == 0
     assert sorted(calls) == sorted(str(p.parent.relative_to(out)) for p in lost)
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
@@ -139,7 +140,7 @@ def test_runs_that_do_not_finish_stop_the_sweep(tmp_path: Path, monkeypatch: pyt
     def broken(config: TrainConfig, **kwargs: Any) -> dict[str, Any]:
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(vapt.sweep, "train", broken)
+    monkeypatch.setattr(vapt.run.sweep, "train", broken)
     argv = ["sweep", "--backbone", "vit_test", "--method", "linear", "--data", "vtab1k/cifar", "--data-root",
             str(tmp_path), "--out", str(tmp_path / "runs"), "--grid", "5:0", "--executor", "debug"]
     assert vapt_main(argv) == 2
@@ -177,7 +178,7 @@ class _FakeLocalExecutor:
         self.parameters = dict(kwargs)
 
     def submit(self, job: Any, configs: list[TrainConfig]) -> _FakeJob:
-        assert isinstance(job, vapt.sweep.RunJob)
+        assert isinstance(job, vapt.run.sweep.RunJob)
         self.submitted.append((self.parameters, configs))
         return _FakeJob([run_id(c) for c in configs])
 
@@ -205,5 +206,5 @@ def test_jobs_and_configs_pickle_for_submitit(tmp_path: Path) -> None:
     import cloudpickle
 
     configs = [_base(tmp_path, method_options=(("kernel_size", 3),))]
-    job, loaded = cloudpickle.loads(cloudpickle.dumps((vapt.sweep.RunJob(), configs)))
+    job, loaded = cloudpickle.loads(cloudpickle.dumps((vapt.run.sweep.RunJob(), configs)))
     assert loaded == configs and callable(job)

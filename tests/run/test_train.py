@@ -18,13 +18,13 @@ import vapt
 from vapt.__main__ import main as vapt_main
 from vapt.data import build_dataset, parse_data
 from vapt.errors import ConfigError
-from vapt.train import TrainConfig, build_optimizer, build_scheduler, evaluate, run_id, train
+from vapt.run.train import TrainConfig, build_optimizer, build_scheduler, evaluate, run_id, train
 
 REPO = Path(__file__).parents[2]
 
 
 def protocol_lr(grid_lr: float, batch_size: int, epoch: int, epochs: int, warmup: int) -> float:
-    """PROTOCOL.md §3: peak grid x batch / 256, linear warm-up from 0, then cosine to 0 (epoch 0-based)."""
+    """docs/protocol.md: peak grid x batch / 256, linear warm-up from 0, then cosine to 0 (epoch 0-based)."""
     peak = grid_lr * batch_size / 256
     if epoch < warmup:
         return peak * epoch / warmup

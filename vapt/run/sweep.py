@@ -1,4 +1,4 @@
-"""The paper's protocol (PROTOCOL.md §4) as one idempotent command: grid on validation, final seeds, test.
+"""The paper's protocol (docs/protocol.md) as one idempotent command: grid on validation, final seeds, test.
 
 VTAB-1K: every (lr, wd) of the grid trains on train800 and is scored on val200; the best last-epoch
 val200 top-1 wins (ties -> the smaller lr, then the smaller wd); that setting is retrained on
@@ -32,21 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from submitit.helpers import Checkpointable
 
+from vapt import DOCS_HELP
+from vapt.config import METHODS
 from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
 from vapt.io import write_json_atomic
-from vapt.train import (
-    TrainConfig,
-    add_run_arguments,
-    config_from_args,
-    is_done,
-    read_result,
-    run_dir,
-    run_id,
-    train,
-)
+from vapt.run.config import TrainConfig, add_run_arguments, config_from_args, run_dir, run_id
+from vapt.run.record import RECORD_NAME, RecordError, RunRecord
+from vapt.run.selection import PROTOCOL_SPLITS, select_setting
+from vapt.run.train import train
 
 PAPER_SEEDS: tuple[int, ...] = (42, 44, 82, 100, 800)
 PROMPT_LRS: tuple[float, ...] = (50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05)
@@ -89,14 +86,15 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 
 def parse_grid(text: str, method: str, benchmark: str) -> Grid:
     """`paper`, `fast` or `LRS:WDS` (comma-separated) for a method on a benchmark."""
-    if method == "full":
+    trains_backbone = METHODS[method].trains_backbone if method in METHODS else False
+    if trains_backbone:
         lrs = FULL_LRS
     else:
         lrs = PROMPT_LRS if benchmark == "vtab1k" else tuple(lr for lr in PROMPT_LRS if lr != 0.05)
     if text == "paper":
         return Grid("paper", lrs, WDS)
     if text == "fast":
-        return Grid("fast", lrs, WDS, anchor_lr=FULL_LRS[0] if method == "full" else 5.0)
+        return Grid("fast", lrs, WDS, anchor_lr=FULL_LRS[0] if trains_backbone else 5.0)
     lr_text, sep, wd_text = text.partition(":")
     if not sep:
         raise ConfigError(f"grid {text!r} must be paper, fast or LRS:WDS (e.g. 5,1:0.01,0)")
@@ -201,20 +199,34 @@ class Launcher:
                 print(f"job {job.job_id} failed: {err}", file=sys.stderr)
 
 
-def run_stage(configs: Sequence[TrainConfig], launcher: Launcher) -> dict[str, dict[str, Any]]:
+def is_run_done(config: TrainConfig) -> bool:
+    """Whether a run's record says it needs no more work; an unreadable record is reported and redone."""
+    try:
+        record = RunRecord.read_if_present(run_dir(config) / RECORD_NAME)
+    except RecordError as err:
+        print(f"warning: {err}; the run will be trained again", file=sys.stderr)
+        return False
+    return record is not None and record.is_done
+
+
+def run_stage(configs: Sequence[TrainConfig], launcher: Launcher) -> dict[str, RunRecord]:
     """Run the configs that are not done yet, then read every record back from its result.json."""
     unique = {run_id(c): c for c in configs}
-    todo = [c for c in unique.values() if not is_done(read_result(run_dir(c) / "result.json"))]
+    todo = [c for c in unique.values() if not is_run_done(c)]
     print(f"{len(unique) - len(todo)} of {len(unique)} run(s) already done; running {len(todo)}")
     if todo:
         launcher.run(todo)
     records, unfinished = {}, []
     for key, config in unique.items():
-        record = read_result(run_dir(config) / "result.json")
-        if is_done(record):
+        try:
+            record = RunRecord.read_if_present(run_dir(config) / RECORD_NAME)
+        except RecordError as err:
+            unfinished.append(f"{key} ({err})")
+            continue
+        if record is not None and record.is_done:
             records[key] = record
         else:
-            reason = record.get("error", "no result") if record else "no result"
+            reason = (record.error or record.status) if record else "no result"
             unfinished.append(f"{key} ({reason})")
     if unfinished:
         raise SweepError(
@@ -224,12 +236,15 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher) -> dict[str, d
     return records
 
 
-def select_best(records: Sequence[dict[str, Any]], split: str) -> dict[str, Any]:
-    """The finished record with the best last-epoch `split` top-1; ties -> smaller lr, then smaller wd."""
+def select_best(records: Sequence[RunRecord | dict[str, Any]], split: str) -> RunRecord | dict[str, Any]:
+    """The finished record with the best last-epoch `split` top-1 (`select_setting`: ties -> smaller lr, wd)."""
     finished = [r for r in records if r.get("status") == "finished" and split in r.get("final", {})]
     if not finished:
         raise SweepError(f"no grid run finished with a {split} score ({len(records)} run(s), all failed)")
-    return min(finished, key=lambda r: (-r["final"][split], r["config"]["lr"], r["config"]["wd"]))
+    scores = pd.DataFrame([{"lr": r["config"]["lr"], "wd": r["config"]["wd"], "value": r["final"][split]}
+                           for r in finished])
+    best = select_setting(scores, ["lr", "wd"])
+    return next(r for r in finished if (r["config"]["lr"], r["config"]["wd"]) == (best["lr"], best["wd"]))
 
 
 @dataclass(frozen=True)
@@ -247,9 +262,8 @@ class TaskPlan:
         """VTAB: train800 -> val200, then train800val200 -> test; FGVC: train -> val/test."""
         spec = parse_data(task, base.num_classes)
         config = dataclasses.replace(base, data=task, train_split=None, eval_splits=None)
-        if spec.benchmark == "vtab1k":
-            return cls(config, "train800", "train800val200", "val200", "test")
-        return cls(config, "train", "train", "val", "test")
+        splits = PROTOCOL_SPLITS[spec.benchmark]
+        return cls(config, splits.grid, splits.final, splits.select, splits.report)
 
     def grid_config(self, lr: float, wd: float, seed: int) -> TrainConfig:
         """One grid point on the training split, scored on validation."""
@@ -311,7 +325,7 @@ def sweep(
     if dry_run:
         stage = "wd" if fast else "all"
         first = [p.grid_config(lr, wd, grid_seed) for t, p in plans.items() for lr, wd in points(t, stage)]
-        done = [is_done(read_result(run_dir(c) / "result.json")) for c in first]
+        done = [is_run_done(c) for c in first]
         for config, finished in zip(first, done, strict=True):
             print(f"{'done' if finished else 'todo'} {run_id(config)}")
         then = "the lr stage at the best wd, then " if fast else ""
@@ -365,7 +379,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt sweep ...`: the protocol for one backbone and method over one or more datasets."""
-    parser = argparse.ArgumentParser(prog="python -m vapt sweep", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vapt sweep", epilog=DOCS_HELP, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", required=True,
                         help="vtab1k/<task> or fgvc/<dataset> (several allowed; vtab1k / fgvc = all of them)")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from vapt import io
+from vapt import DOCS_HELP, io
 from vapt.config import METHODS
 from vapt.errors import ConfigError
 from vapt.models.backbones import backbone_spec
@@ -320,7 +320,7 @@ CPU_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}  # freed tensors go
 
 
 def _start_server(extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from vapt.bench import serve; serve()"],
+    return subprocess.Popen([sys.executable, "-c", "from vapt.run.bench import serve; serve()"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, **(extra_env or {})})
 
@@ -408,7 +408,7 @@ def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | None]:
     """Settings, methods and output path from the command line."""
-    parser = argparse.ArgumentParser(prog="python -m vapt bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vapt bench", epilog=DOCS_HELP, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="vit_test", help="named ViT or Swin backbone, or a timm name")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from " + ",".join(METHODS))

@@ -1,7 +1,7 @@
 """One run: backbone + method + dataset + lr + wd + seed -> train, evaluate, checkpoint, result record.
 
-Optimization follows PROTOCOL.md §3: SGD (momentum 0.9; AdamW for `full`), cross-entropy, learning
-rate = grid value x batch_size / 256, linear warm-up from 0 then cosine to 0, stepped once per
+Optimization follows the paper's protocol (docs/protocol.md): SGD (momentum 0.9; AdamW for `full`),
+cross-entropy, learning rate = grid value x batch_size / 256, linear warm-up from 0 then cosine to 0, stepped once per
 epoch with timm's CosineLRScheduler. Warm-up lasts 10 epochs for the paper's 100; for other run
 lengths it is min(10, epochs // 10) unless `warmup_epochs` is given. Weight decay applies to every
 trainable parameter except the head bias. CUDA runs use bf16 autocast, CPU runs fp32.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import random
@@ -30,138 +29,33 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from vapt import DOCS_HELP
+from vapt.config import METHODS
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
 from vapt.errors import ConfigError
-from vapt.io import save_torch_atomic, write_json_atomic
+from vapt.io import save_torch_atomic
 from vapt.models.backbones import TEST_BACKBONES
+from vapt.run.config import (
+    PAPER_BATCH_SIZE,
+    PAPER_EPOCHS,
+    TrainConfig,
+    add_run_arguments,
+    config_from_args,
+    run_dir,
+    run_id,
+)
+from vapt.run.record import FAILED, FINISHED, INTERRUPTED, NON_FINITE, RECORD_NAME, RunRecord
 
-PAPER_EPOCHS = 100
-PAPER_BATCH_SIZE = 64
-NON_FINITE = "non_finite_loss"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines one run; `run_id` is derived from the fields that change the result."""
-
-    backbone: str
-    method: str
-    data: str
-    data_root: str
-    out: str = "runs"
-    lr: float = 5.0
-    wd: float = 0.001
-    seed: int = 42
-    epochs: int = PAPER_EPOCHS
-    batch_size: int = PAPER_BATCH_SIZE
-    warmup_epochs: int | None = None
-    image_size: int | None = None
-    fraction: float = 1.0
-    train_split: str | None = None
-    eval_splits: tuple[str, ...] | None = None
-    num_tokens: int | None = None
-    method_options: tuple[tuple[str, Any], ...] = ()
-    num_classes: int | None = None
-    weights: str | None = None
-    pretrained: bool = True
-    device: str = "auto"
-    num_workers: int | None = None
-    eval_every: int = 1
-
-    def resolved(self) -> TrainConfig:
-        """Validate every field and fill the data-dependent defaults (splits, warm-up)."""
-        spec = parse_data(self.data, self.num_classes)
-        for name in ("epochs", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.wd, (int, float)) and math.isfinite(self.wd) and self.wd >= 0):
-            raise ConfigError(f"wd must be a number >= 0, got {self.wd!r}")
-        if not 0.0 < self.fraction <= 1.0:
-            raise ConfigError(f"fraction must be in (0, 1], got {self.fraction!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        warmup = min(10, self.epochs // 10) if self.warmup_epochs is None else self.warmup_epochs
-        if not isinstance(warmup, int) or not 0 <= warmup < self.epochs:
-            raise ConfigError(f"warmup_epochs must be an integer in [0, epochs), got {warmup!r}")
-        train_split = self.train_split or spec.default_train_split
-        eval_splits = tuple(self.eval_splits or spec.default_eval_splits(train_split))
-        for split in (train_split, *eval_splits):
-            if split not in spec.splits:
-                raise ConfigError(
-                    f"split {split!r} is not one of {spec.name}'s splits: {', '.join(spec.splits)}"
-                )
-        return dataclasses.replace(
-            self, warmup_epochs=warmup, train_split=train_split, eval_splits=eval_splits,
-            method_options=tuple(sorted((str(k), v) for k, v in self.method_options)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        data = dataclasses.asdict(self)
-        data["eval_splits"] = list(self.eval_splits) if self.eval_splits is not None else None
-        data["method_options"] = {k: v for k, v in self.method_options}
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of `to_dict` (unknown keys are an error)."""
-        data = dict(data)
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
-        if data.get("eval_splits") is not None:
-            data["eval_splits"] = tuple(data["eval_splits"])
-        data["method_options"] = tuple(sorted(dict(data.get("method_options") or {}).items()))
-        return cls(**data)
-
-    def method_overrides(self) -> dict[str, Any]:
-        """Keyword overrides passed to `vapt.create_model` (num_tokens and the method options)."""
-        overrides = dict(self.method_options)
-        if self.num_tokens is not None:
-            overrides["num_tokens"] = self.num_tokens
-        return overrides
-
-
-def _num(value: float) -> str:
-    return format(float(value), "g")
-
-
-def run_id(config: TrainConfig) -> str:
-    """A readable path unique to the result-changing fields, e.g. `vtab1k-cifar/vit_b16_in21k/vapt/...`."""
-    config = config.resolved()
-    benchmark, task = config.data.split("/", 1)
-    method = config.method + "".join(f"_{k}{v}" for k, v in sorted(config.method_overrides().items()))
-    splits = f"{config.train_split}-{'+'.join(config.eval_splits)}"
-    if config.fraction != 1.0:
-        splits += f"_frac{_num(config.fraction)}"
-    leaf = f"lr{_num(config.lr)}_wd{_num(config.wd)}_s{config.seed}"
-    if config.epochs != PAPER_EPOCHS:
-        leaf += f"_ep{config.epochs}"
-    if config.warmup_epochs != min(10, config.epochs // 10):
-        leaf += f"_wu{config.warmup_epochs}"
-    if config.batch_size != PAPER_BATCH_SIZE:
-        leaf += f"_bs{config.batch_size}"
-    parts = [f"{benchmark}-{task}", config.backbone, method, splits, leaf]
-    return "/".join(p.replace("/", "_").replace(" ", "_") for p in parts)
-
-
-def run_dir(config: TrainConfig) -> Path:
-    """The folder of a run: `<out>/<run id>`."""
-    return Path(config.out) / run_id(config)
+__all__ = ["PAPER_BATCH_SIZE", "PAPER_EPOCHS", "TrainConfig", "build_optimizer", "build_scheduler", "evaluate",
+           "run_dir", "run_id", "train"]
 
 
 def learning_rate(config: TrainConfig) -> float:
@@ -170,14 +64,14 @@ def learning_rate(config: TrainConfig) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9 (AdamW for full fine-tuning); weight decay on all but the head bias."""
+    """SGD with momentum 0.9 (AdamW for methods that train the backbone); weight decay on all but the head bias."""
     decay, no_decay = [], []
     for name, param in model.trainable_parameters():
         (no_decay if name == "head.bias" else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.wd}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    if config.method == "full":
+    if METHODS[config.method].trains_backbone:
         return torch.optim.AdamW(groups, lr=learning_rate(config))
     return torch.optim.SGD(groups, lr=learning_rate(config), momentum=0.9)
 
@@ -215,21 +109,6 @@ def environment(device: torch.device) -> dict[str, str]:
         "vapt": getattr(vapt, "__version__", "unknown"),
         "device": f"{device.type} ({name})" if name else device.type, "hostname": socket.gethostname(),
     }
-
-
-def read_result(path: Path) -> dict[str, Any] | None:
-    """The record at `path`, or None when there is none."""
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def is_done(record: dict[str, Any] | None) -> bool:
-    """A finished run, or one that failed for good (non-finite loss): not run again."""
-    return record is not None and (
-        record.get("status") == "finished" or record.get("failure") == NON_FINITE
-    )
 
 
 def _rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
@@ -295,7 +174,7 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def train(config: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
+def train(config: TrainConfig, stop_after: int | None = None) -> RunRecord:
     """Run (or resume, or skip when done) one training run; returns its result record.
 
     `stop_after=k` stops after k completed epochs as an interruption would (checkpoint written,
@@ -303,10 +182,10 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
     """
     config = config.resolved()
     directory = run_dir(config)
-    result_path, checkpoint_path = directory / "result.json", directory / "checkpoint.pt"
-    existing = read_result(result_path)
-    if is_done(existing):
-        print(f"skipping {run_id(config)}: already {existing['status']} ({result_path})")
+    result_path, checkpoint_path = directory / RECORD_NAME, directory / "checkpoint.pt"
+    existing = RunRecord.read_if_present(result_path)
+    if existing is not None and existing.is_done:
+        print(f"skipping {run_id(config)}: already {existing.status} ({result_path})")
         return existing
 
     import vapt
@@ -336,13 +215,11 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
     train_loader = _loader(train_set, config, device, shuffle=True, generator=loader_generator)
     eval_loaders = {s: _loader(d, config, device, False, torch.Generator()) for s, d in eval_sets.items()}
 
-    record: dict[str, Any] = {
-        "run_id": run_id(config), "config": config.to_dict(), "epochs": [], "final": {},
-        "method_config": config_to_dict(model.config), "params": vapt.count_parameters(model),
-        "samples": {"train": len(train_set), **{s: len(d) for s, d in eval_sets.items()}},
-        "wall_time_s": 0.0, "env": environment(device),
-        "status": "running",
-    }
+    record = RunRecord(
+        run_id=run_id(config), config=config.to_dict(), method_config=config_to_dict(model.config),
+        params=vapt.count_parameters(model),
+        samples={"train": len(train_set), **{s: len(d) for s, d in eval_sets.items()}}, env=environment(device),
+    )
     start_epoch, elapsed_before = 0, 0.0
     if checkpoint_path.is_file():
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
@@ -351,16 +228,17 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
         scheduler.load_state_dict(checkpoint["scheduler"])
         _set_rng_state(checkpoint["rng"], loader_generator)
         start_epoch, elapsed_before = checkpoint["epoch"], checkpoint["wall_time_s"]
-        record["epochs"] = json.loads(checkpoint["epochs"])
-        print(f"resuming {record['run_id']} after epoch {start_epoch}")
+        record.epochs = json.loads(checkpoint["epochs"])
+        print(f"resuming {record.run_id} after epoch {start_epoch}")
     else:
-        print(f"run {record['run_id']} on {device}")
+        print(f"run {record.run_id} on {device}")
     started = time.perf_counter()
 
-    def finish(status: str, **extra: Any) -> dict[str, Any]:
-        record.update(status=status, wall_time_s=elapsed_before + time.perf_counter() - started, **extra)
-        if status != "interrupted":
-            write_json_atomic(result_path, record)
+    def finish(status: str, error: str | None = None, failure: str | None = None) -> RunRecord:
+        record.status, record.error, record.failure = status, error, failure
+        record.wall_time_s = elapsed_before + time.perf_counter() - started
+        if status != INTERRUPTED:
+            record.write(result_path)
         return record
 
     try:
@@ -386,74 +264,35 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 for split, loader in eval_loaders.items():
                     row[f"{split}_top1"] = evaluate(model, loader, device)
-            record["epochs"].append(row)
+            record.epochs.append(row)
             print(" ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
             save_torch_atomic(checkpoint_path, {
                 "epoch": epoch + 1, "trainable": model.trainable_state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(loader_generator), "epochs": json.dumps(record["epochs"]),
+                "rng": _rng_state(loader_generator), "epochs": json.dumps(record.epochs),
                 "wall_time_s": elapsed_before + time.perf_counter() - started,
             })
             if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
-                return finish("interrupted")
+                return finish(INTERRUPTED)
     except NonFiniteLoss as err:
-        print(f"failed {record['run_id']}: {err}")
-        return finish("failed", error=str(err), failure=NON_FINITE)
+        print(f"failed {record.run_id}: {err}")
+        return finish(FAILED, error=str(err), failure=NON_FINITE)
     except Exception as err:
-        finish("failed", error=f"{type(err).__name__}: {err}", failure="exception")
+        finish(FAILED, error=f"{type(err).__name__}: {err}", failure="exception")
         raise
-    last = record["epochs"][-1]
-    record["final"] = {split: last[f"{split}_top1"] for split in config.eval_splits}
+    last = record.epochs[-1]
+    record.final = {split: last[f"{split}_top1"] for split in config.eval_splits}
     model.save_trainable(directory / "trainable.pt")
-    finish("finished")
+    finish(FINISHED)
     checkpoint_path.unlink(missing_ok=True)
-    scores = ", ".join(f"{split} top-1 {value:.2f}" for split, value in record["final"].items())
-    print(f"finished {record['run_id']}: {scores}")
+    scores = ", ".join(f"{split} top-1 {value:.2f}" for split, value in record.final.items())
+    print(f"finished {record.run_id}: {scores}")
     return record
-
-
-def _option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `train` and `sweep` (everything except lr, wd and seed)."""
-    parser.add_argument("--backbone", required=True, help="vit_b16_in21k, ..., a timm ViT name, vit_test")
-    parser.add_argument("--method", required=True, help="linear, full, vpt_shallow, vpt_deep or vapt")
-    parser.add_argument("--data-root", required=True, help="holds vtab-1k/<task>/ and FGVC <dataset>/")
-    parser.add_argument("--out", default="runs", help="runs folder (default: runs)")
-    parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=PAPER_BATCH_SIZE)
-    parser.add_argument("--warmup-epochs", type=int, default=None, help="default: min(10, epochs // 10)")
-    parser.add_argument("--image-size", type=int, default=None, help="input size; must match the backbone")
-    parser.add_argument("--fraction", type=float, default=1.0, help="stratified fraction of train split")
-    parser.add_argument("--num-tokens", type=int, default=None, help="prompt length (default: method's)")
-    parser.add_argument("--set", dest="method_options", action="append", type=_option, default=[],
-                        metavar="KEY=VALUE", help="other method option, e.g. kernel_size=3")
-    parser.add_argument("--num-classes", type=int, default=None, help="for datasets outside the registries")
-    parser.add_argument("--weights", default=None, help="local pre-trained weights file for the backbone")
-    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                        help="random backbone weights instead of the timm hub's pre-trained ones")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--num-workers", type=int, default=None, help="loader workers (default 0 on CPU)")
-    parser.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs and at the end")
-
-
-def config_from_args(args: argparse.Namespace, **fields: Any) -> TrainConfig:
-    """A TrainConfig from parsed `add_run_arguments` options plus explicit fields."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    values["method_options"] = tuple(values.get("method_options") or ())
-    values.update(fields)
-    return TrainConfig(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt train ...`: one run; exit 0 when finished, 1 when it failed (e.g. NaN loss)."""
-    parser = argparse.ArgumentParser(prog="python -m vapt train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vapt train", epilog=DOCS_HELP, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="vtab1k/<task> or fgvc/<dataset>")
     add_run_arguments(parser)
@@ -466,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     eval_splits = tuple(args.eval_splits) if args.eval_splits else None
     record = train(config_from_args(args, eval_splits=eval_splits))
-    return 0 if record["status"] == "finished" else 1
+    return 0 if record.finished else 1
 
 
 if __name__ == "__main__":
