@@ -55,3 +55,29 @@ def test_bad_dict_and_yaml():
         config_from_dict({"num_tokens": 3})
     with pytest.raises(ConfigError, match="expected a YAML mapping"):
         config_from_yaml("- a\n- b\n")
+
+
+def test_the_method_registry_knows_each_method_once():
+    from vapt.config import METHODS, MethodSpec, register_method
+
+    assert list(METHODS) == ["linear", "full", "vpt_shallow", "vpt_deep", "vapt"]
+    assert [s.label for s in METHODS.values()] == ["Linear", "Full", "VPT-Shallow", "VPT-Deep", "VAPT"]
+    assert len({s.colour for s in METHODS.values()}) == 5
+    assert [m for m, s in METHODS.items() if s.prompted] == ["vpt_shallow", "vpt_deep", "vapt"]
+    assert [m for m, s in METHODS.items() if s.trains_backbone] == ["full"]
+    assert "num_tokens" in METHODS["vapt"].options() and "deep" not in METHODS["vpt_deep"].options()
+    with pytest.raises(ConfigError, match="already registered"):
+        register_method(MethodSpec("vapt", VAPTConfig, "VAPT", "#000000"))
+
+
+def test_create_model_resizes_vit_and_swin_inputs():
+    import torch
+
+    import vapt
+
+    for backbone in ("vit_test", "swin_test"):
+        model = vapt.create_model(backbone, "vapt", 3, image_size=64, num_tokens=2)
+        assert model.image_size == 64
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="image_size"):
+        vapt.create_model("vit_test", "linear", 3, image_size=0)

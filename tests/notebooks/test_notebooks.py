@@ -167,3 +167,12 @@ def test_sample_efficiency_notebook_in_full_mode_shows_the_committed_full_run(tm
     assert "vapt_linear" in table and "over" in table and "misspecified" in table
     assert outputs(notebook, "image/png")
     assert (tmp_path / "theory.png").exists() and (tmp_path / "theory.pdf").exists()
+
+
+def test_smoke_cache_is_keyed_by_the_code_version(tmp_path, monkeypatch):
+    from vapt.paper import smoke
+
+    data = smoke.transfer_data(tmp_path)
+    assert f"code{smoke.code_version()}" in str(data)
+    monkeypatch.setattr(smoke, "code_version", lambda: "changed0")
+    assert smoke.transfer_data(tmp_path) != data and "codechanged0" in str(smoke.transfer_data(tmp_path))

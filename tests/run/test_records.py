@@ -109,3 +109,16 @@ def test_run_record_refuses_foreign_content_by_name(tmp_path: Path, change: dict
     with pytest.raises(RecordError, match=f"{path}.*{message}|{message}"):
         RunRecord.read(path)
     assert scan_records(tmp_path, warn=False) == []
+
+
+def test_every_command_help_points_to_the_docs(capsys: pytest.CaptureFixture) -> None:
+    from vapt.__main__ import COMMANDS
+    from vapt.__main__ import main as vapt_main
+
+    assert vapt_main(["--help"]) == 0 and "docs/" in capsys.readouterr().out
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            vapt_main([name, "--help"])
+        out = capsys.readouterr().out
+        assert "docs/method.md" in out and "docs/protocol.md" in out, name
+        assert "PROTOCOL.md" not in out and "METHOD.md" not in out, name
