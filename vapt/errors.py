@@ -15,3 +15,22 @@ class WeightsError(VaptError, FileNotFoundError):
 
 class DataLayoutError(VaptError, ValueError):
     """A dataset folder, split file, line, label or image that does not match the expected layout."""
+
+
+class OutputError(VaptError):
+    """An output folder or file that cannot be created or written."""
+
+
+class CheckpointError(VaptError):
+    """A run's checkpoint.pt that cannot be read back (truncated, foreign or from another run)."""
+
+
+def load_failure(err: BaseException) -> str:
+    """Why `torch.load` failed, in one short line (without torch's advice to load untrusted files unsafely)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        text = "not a tensors-only PyTorch file: " + " ".join(text.split())
+    else:
+        text = " ".join(text.split())
+    return f"{type(err).__name__}: {text[:200]}"

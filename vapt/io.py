@@ -14,6 +14,46 @@ from pathlib import Path
 from typing import Any
 
 
+def check_writable_dir(path: str | os.PathLike, what: str = "output folder", create: bool = True) -> Path:
+    """Prove files can be written in folder `path` by creating one (OutputError naming it otherwise).
+
+    With `create`, the folder is made; without, it is left alone and its nearest existing ancestor is probed.
+    """
+    from vapt.errors import OutputError
+
+    path = Path(path)
+    probe_in = path
+    if not create:
+        probe_in = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not probe_in.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".write-check.")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            reason = "it is a file" if blocker == path else f"{blocker} is a file"
+        raise OutputError(f"{what} {str(path)!r} cannot be written ({reason}); expected a folder this user "
+                          f"can create files in") from None
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Prove `path` can be written (its folder is created and writable, it is not a folder); OutputError otherwise."""
+    from vapt.errors import OutputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {str(path)!r} is a folder; expected a file name")
+    check_writable_dir(path.parent, f"folder of {what} {str(path)!r},")
+    return path
+
+
 def file_mode() -> int:
     """The permissions a newly created file gets under the current umask (mkstemp's files are 0600)."""
     mask = os.umask(0o022)

@@ -124,6 +124,7 @@ def test_gradcam_maps_and_grid(tmp_path):
 
 
 def test_figures_command_skips_everything_without_runs(tmp_path, capsys):
+    (tmp_path / "none").mkdir()
     assert draw.main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path / "figs")]) == 0
     out = capsys.readouterr().out
     for name in ("low_data", "scale", "gradcam", "ablations", "efficiency", "theory"):

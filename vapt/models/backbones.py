@@ -21,7 +21,7 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from vapt.errors import ConfigError, WeightsError
+from vapt.errors import ConfigError, WeightsError, load_failure
 
 WEIGHT_SUFFIXES = (".npz", ".pth", ".pth.tar", ".pt", ".safetensors")
 TEST_BACKBONES = ("vit_test", "swin_test")  # tiny architectures with random weights unless a file is given
@@ -137,7 +137,14 @@ def backbone_spec(name: str) -> BackboneSpec:
     if name in BACKBONES:
         return BACKBONES[name]
     if timm.is_model(name):
-        if timm_family(name) == "swin":
+        family = timm_family(name)
+        if family is None:
+            raise ConfigError(
+                f"backbone {name!r} is a timm model but not a VisionTransformer or SwinTransformer; prompts need "
+                f"one of those (e.g. vit_small_patch16_224.augreg_in21k, vit_base_patch16_reg4_gap_256, "
+                f"swin_base_patch4_window7_224.ms_in22k) or a named backbone: {', '.join(BACKBONES)}"
+            )
+        if family == "swin":
             return BackboneSpec(name, name, global_pool="avg", weights_hint=f"timm's {name}", family="swin")
         return BackboneSpec(name, name, weights_hint=f"timm's {name}")
     raise ConfigError(
@@ -202,12 +209,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except Exception as err:
+            raise WeightsError(f"could not read weights file {path!r} as safetensors ({load_failure(err)}); "
+                               f"expected a safetensors state dict") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle errors carry no file name
-            raise WeightsError(f"could not read weights file {path!r} as a PyTorch checkpoint: {err}") from err
+        except Exception as err:  # pickle errors carry no file name; untrusted files are never unpickled in full
+            raise WeightsError(f"could not read weights file {path!r} as a PyTorch checkpoint ({load_failure(err)}); "
+                               f"expected a state dict of tensors saved with torch.save") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

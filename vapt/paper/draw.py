@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pandas as pd
 
 from vapt import DOCS_HELP
 from vapt.data.fixtures import is_fixture_root
+from vapt.errors import ConfigError
+from vapt.io import check_writable_dir
 from vapt.paper import catalog
 from vapt.report import figures as F
 from vapt.report.frame import load_records
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m vapt figures`: draw every figure the runs, the theory run and the bench CSV allow."""
     parser = argparse.ArgumentParser(prog="python -m vapt figures", epilog=DOCS_HELP, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", default=["runs"], help="folder(s) of runs (default: runs)")
+    parser.add_argument("--runs", nargs="+", default=None,
+                        help="folder(s) of runs (default: runs, when it exists); a folder named here must exist")
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")
     parser.add_argument("--theory", default=None, help="folder of a theory run (with summary.csv)")
     parser.add_argument("--bench", default=None, help="CSV written by `python -m vapt bench`")
@@ -154,6 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, help="smoke cache folder (default: $VAPT_SMOKE_CACHE or "
                                                       "~/.cache/vapt/smoke)")
     args = parser.parse_args(argv)
+    missing = [f"--runs folder {folder!r} does not exist; expected a folder of runs written by "
+               f"`python -m vapt sweep ... --out {folder}`" for folder in args.runs or [] if not Path(folder).is_dir()]
+    if args.theory is not None and not Path(args.theory).is_dir():
+        missing.append(f"--theory folder {args.theory!r} does not exist; expected a theory run folder "
+                       f"(with summary.csv)")
+    if args.bench is not None and not Path(args.bench).is_file():
+        missing.append(f"--bench file {args.bench!r} does not exist; expected a CSV written by "
+                       f"`python -m vapt bench --out {args.bench}`")
+    if missing and not args.smoke:
+        raise ConfigError(missing[0] + (f" (and {len(missing) - 1} more missing input(s))" if len(missing) > 1 else "")
+                          + "; pass --smoke to draw what they would give from smoke stand-ins")
+    for line in missing:
+        print(f"warning: {line}; its figures come from their smoke stand-ins", file=sys.stderr)
+    args.runs = args.runs or ["runs"]
+    check_writable_dir(args.out, "--out folder", create=False)
     smoke_made = None
     if args.smoke:
         from vapt.paper import smoke

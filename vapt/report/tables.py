@@ -26,7 +26,7 @@ import pandas as pd
 from vapt import DOCS_HELP
 from vapt.data.vtab import VTAB_GROUPS
 from vapt.errors import ConfigError
-from vapt.io import write_text_atomic
+from vapt.io import check_writable_file, write_text_atomic
 from vapt.report.frame import (
     ABLATION_OPTIONS,
     CELL_KEYS,
@@ -374,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(
             f"runs folder {runs} does not exist; run `python -m vapt sweep ... --out {runs}` first"
         )
+    for option in ("out", "markdown", "latex"):
+        if getattr(args, option):
+            check_writable_file(getattr(args, option), f"--{option} file")
     records = load_records(runs)
     if args.out:
         write_text(args.out, records.to_csv(index=False))

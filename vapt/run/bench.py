@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {settings.device} requested but CUDA is not available on this machine")
     backbone_spec(settings.backbone)  # unknown names fail here, before any worker starts
+    if out is not None:
+        io.check_writable_file(out, "--out file")
     table = run_bench(settings, methods)
     print(format_report(table, settings))
     if out is not None:

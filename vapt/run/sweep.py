@@ -39,11 +39,11 @@ from vapt import DOCS_HELP
 from vapt.config import METHODS
 from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
-from vapt.io import write_json_atomic
+from vapt.io import check_writable_dir, write_json_atomic
 from vapt.run.config import TrainConfig, add_run_arguments, config_from_args, run_dir, run_id
 from vapt.run.record import RECORD_NAME, RecordError, RunRecord
 from vapt.run.selection import PROTOCOL_SPLITS, select_setting
-from vapt.run.train import train
+from vapt.run.train import RESTART_FLAG, set_aside_unreadable, train
 
 PAPER_SEEDS: tuple[int, ...] = (42, 44, 82, 100, 800)
 PROMPT_LRS: tuple[float, ...] = (50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05)
@@ -123,6 +123,9 @@ def run_configs(configs: Sequence[TrainConfig]) -> list[str]:
     for config in configs:
         try:
             lines.append(f"{run_id(config)}: {train(config)['status']}")
+        except VaptError as err:  # bad input (an unreadable checkpoint, a corrupt image): one line, no traceback
+            print(f"error: {err}", file=sys.stderr)
+            lines.append(f"{run_id(config)}: error ({err})")
         except Exception as err:  # one broken run must not stop the others in this job
             traceback.print_exc()
             lines.append(f"{run_id(config)}: error ({type(err).__name__}: {err})")
@@ -209,9 +212,33 @@ def is_run_done(config: TrainConfig) -> bool:
     return record is not None and record.is_done
 
 
-def run_stage(configs: Sequence[TrainConfig], launcher: Launcher) -> dict[str, RunRecord]:
-    """Run the configs that are not done yet, then read every record back from its result.json."""
+def unreadable_records(configs: Sequence[TrainConfig]) -> list[RecordError]:
+    """The errors of every run whose result.json exists but cannot be read as a run record."""
+    errors = []
+    for config in configs:
+        try:
+            RunRecord.read_if_present(run_dir(config) / RECORD_NAME)
+        except RecordError as err:
+            errors.append(err)
+    return errors
+
+
+def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
+              restart_unreadable: bool = False) -> dict[str, RunRecord]:
+    """Run the configs that are not done yet, then read every record back from its result.json.
+
+    An unreadable result.json stops the stage before anything runs (SweepError naming the files), unless
+    `restart_unreadable` sets such files (and unreadable checkpoints) aside so those runs start afresh.
+    """
     unique = {run_id(c): c for c in configs}
+    if restart_unreadable:
+        for config in unique.values():
+            set_aside_unreadable(run_dir(config))
+    bad = unreadable_records(list(unique.values()))
+    if bad:
+        raise SweepError(f"{len(bad)} result record(s) cannot be read: {'; '.join(str(e) for e in bad[:3])}; "
+                         f"they are kept in place; pass {RESTART_FLAG} to set them aside and train those runs "
+                         f"afresh")
     todo = [c for c in unique.values() if not is_run_done(c)]
     print(f"{len(unique) - len(todo)} of {len(unique)} run(s) already done; running {len(todo)}")
     if todo:
@@ -296,11 +323,14 @@ def sweep(
     grid_seed: int = 42,
     launcher: Launcher | None = None,
     dry_run: bool = False,
+    restart_unreadable: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the protocol for every task; returns (and writes) one selection record per task.
 
     `dry_run` only lists the first stage's runs (done or to do) and returns an empty list.
     """
+    if not dry_run:
+        check_writable_dir(base.out, "--out folder")
     launcher = launcher or Launcher(folder=str(Path(base.out) / ".submitit"))
     if not seeds:
         raise ConfigError("at least one seed is needed for the final runs")
@@ -318,7 +348,7 @@ def sweep(
     def grid_stage(stage: str, best_wds: dict[str, float] | None = None) -> dict[str, list[dict[str, Any]]]:
         configs = {t: [p.grid_config(lr, wd, grid_seed) for lr, wd in points(t, stage, (best_wds or {}).get(t))]
                    for t, p in plans.items()}
-        records = run_stage([c for cs in configs.values() for c in cs], launcher)
+        records = run_stage([c for cs in configs.values() for c in cs], launcher, restart_unreadable)
         return {t: [records[run_id(c)] for c in cs] for t, cs in configs.items()}
 
     fast = any(g.anchor_lr is not None for g in grids.values())
@@ -339,7 +369,7 @@ def sweep(
     chosen = {t: select_best(rs, plans[t].select_split) for t, rs in grid_records.items()}
     finals = {t: [plans[t].final_config(r["config"]["lr"], r["config"]["wd"], s) for s in seeds]
               for t, r in chosen.items()}
-    final_records = run_stage([c for cs in finals.values() for c in cs], launcher)
+    final_records = run_stage([c for cs in finals.values() for c in cs], launcher, restart_unreadable)
 
     selections = []
     for task, plan in plans.items():
@@ -397,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-task", type=int, default=8, help="SLURM CPUs per run")
     parser.add_argument("--max-parallel", type=int, default=64, help="SLURM array parallelism")
     parser.add_argument("--dry-run", action="store_true", help="list the grid runs (done / to do) and stop")
+    parser.add_argument(RESTART_FLAG, dest="restart_unreadable", action="store_true",
+                        help="set unreadable result.json / checkpoint.pt files aside (renamed to *.unreadable) and "
+                             "train those runs afresh")
     args = parser.parse_args(argv)
     base = config_from_args(args, data=expand_tasks(args.data)[0], lr=1.0, wd=0.0)
     launcher = Launcher(
@@ -405,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         cpus_per_task=args.cpus_per_task, max_parallel=args.max_parallel,
     )
     sweep(base, args.data, grid=args.grid, seeds=args.seeds, grid_seed=args.grid_seed, launcher=launcher,
-          dry_run=args.dry_run)
+          dry_run=args.dry_run, restart_unreadable=args.restart_unreadable)
     return 0
 
 

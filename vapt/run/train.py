@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,8 @@ from tqdm import tqdm
 from vapt import DOCS_HELP
 from vapt.config import METHODS
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
-from vapt.errors import ConfigError
-from vapt.io import save_torch_atomic
+from vapt.errors import CheckpointError, ConfigError, load_failure
+from vapt.io import check_writable_dir, save_torch_atomic
 from vapt.models.backbones import TEST_BACKBONES
 from vapt.run.config import (
     PAPER_BATCH_SIZE,
@@ -52,7 +53,11 @@ from vapt.run.config import (
     run_dir,
     run_id,
 )
-from vapt.run.record import FAILED, FINISHED, INTERRUPTED, NON_FINITE, RECORD_NAME, RunRecord
+from vapt.run.record import FAILED, FINISHED, INTERRUPTED, NON_FINITE, RECORD_NAME, RecordError, RunRecord
+
+CHECKPOINT_NAME = "checkpoint.pt"
+RESTART_FLAG = "--restart-unreadable"
+UNREADABLE_SUFFIX = ".unreadable"
 
 __all__ = ["PAPER_BATCH_SIZE", "PAPER_EPOCHS", "TrainConfig", "build_optimizer", "build_scheduler", "evaluate",
            "run_dir", "run_id", "train"]
@@ -170,20 +175,60 @@ def _loader(dataset: Dataset, config: TrainConfig, device: torch.device, shuffle
                       num_workers=workers, pin_memory=device.type == "cuda", drop_last=False)
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A run's checkpoint (tensors only, never arbitrary pickles); CheckpointError naming the file otherwise."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({load_failure(err)}); it is kept "
+                              f"in place; pass {RESTART_FLAG} to set it aside and start the run afresh") from None
+    needed = ("epoch", "trainable", "optimizer", "scheduler", "rng", "epochs", "wall_time_s")
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in needed):
+        raise CheckpointError(f"checkpoint {path} is not a vapt run checkpoint (expected the keys "
+                              f"{', '.join(needed)}); it is kept in place; pass {RESTART_FLAG} to set it aside "
+                              f"and start the run afresh")
+    return checkpoint
+
+
+def set_aside_unreadable(directory: Path) -> list[Path]:
+    """Rename a run's unreadable result.json / checkpoint.pt to `<name>.unreadable` (kept, not deleted)."""
+    moved = []
+    for name, read in ((RECORD_NAME, RunRecord.read), (CHECKPOINT_NAME, read_checkpoint)):
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            read(path)
+        except (RecordError, CheckpointError):
+            target = path.with_name(path.name + UNREADABLE_SUFFIX)
+            os.replace(path, target)
+            print(f"set aside unreadable {path} as {target.name}; the run starts afresh", file=sys.stderr)
+            moved.append(target)
+    return moved
+
+
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def train(config: TrainConfig, stop_after: int | None = None) -> RunRecord:
+def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable: bool = False) -> RunRecord:
     """Run (or resume, or skip when done) one training run; returns its result record.
 
     `stop_after=k` stops after k completed epochs as an interruption would (checkpoint written,
-    no result); the returned record then has status `interrupted`.
+    no result); the returned record then has status `interrupted`. An unreadable result.json or
+    checkpoint.pt is an error naming the file, unless `restart_unreadable` sets it aside and starts afresh.
     """
     config = config.resolved()
-    directory = run_dir(config)
-    result_path, checkpoint_path = directory / RECORD_NAME, directory / "checkpoint.pt"
-    existing = RunRecord.read_if_present(result_path)
+    check_writable_dir(config.out, "--out folder")
+    directory = check_writable_dir(run_dir(config), "run folder")
+    result_path, checkpoint_path = directory / RECORD_NAME, directory / CHECKPOINT_NAME
+    if restart_unreadable:
+        set_aside_unreadable(directory)
+    try:
+        existing = RunRecord.read_if_present(result_path)
+    except RecordError as err:
+        raise RecordError(f"{err}; it is kept in place; pass {RESTART_FLAG} to set it aside and start the run "
+                          f"afresh") from None
     if existing is not None and existing.is_done:
         print(f"skipping {run_id(config)}: already {existing.status} ({result_path})")
         return existing
@@ -200,8 +245,10 @@ def train(config: TrainConfig, stop_after: int | None = None) -> RunRecord:
     model = vapt.create_model(config.backbone, config.method, spec.num_classes, pretrained=pretrained,
                               weights=config.weights, **config.method_overrides())
     if config.image_size not in (None, model.image_size):
+        patch = int(model.backbone.patch_embed.patch_size[0])
+        divisible = "" if config.image_size % patch == 0 else f" (nor is it a multiple of its patch size {patch})"
         raise ConfigError(f"image_size {config.image_size} does not match backbone {config.backbone!r}, "
-                          f"which takes {model.image_size} px input")
+                          f"which takes {model.image_size} px input{divisible}")
     config = dataclasses.replace(config, image_size=model.image_size, pretrained=pretrained)
 
     train_set: Dataset = build_dataset(spec, config.data_root, config.train_split, config.image_size, True)
@@ -222,11 +269,16 @@ def train(config: TrainConfig, stop_after: int | None = None) -> RunRecord:
     )
     start_epoch, elapsed_before = 0, 0.0
     if checkpoint_path.is_file():
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        model.load_trainable_state_dict(checkpoint["trainable"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_state(checkpoint["rng"], loader_generator)
+        checkpoint = read_checkpoint(checkpoint_path)
+        try:
+            model.load_trainable_state_dict(checkpoint["trainable"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            _set_rng_state(checkpoint["rng"], loader_generator)
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            raise CheckpointError(f"checkpoint {checkpoint_path} does not fit this run ({load_failure(err)}); "
+                                  f"it is kept in place; pass {RESTART_FLAG} to set it aside and start the run afresh"
+                                  ) from None
         start_epoch, elapsed_before = checkpoint["epoch"], checkpoint["wall_time_s"]
         record.epochs = json.loads(checkpoint["epochs"])
         print(f"resuming {record.run_id} after epoch {start_epoch}")
@@ -302,9 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-split", default=None, help="default: train800 (VTAB-1K), train (FGVC)")
     parser.add_argument("--eval-splits", nargs="+", default=None,
                         help="default: val200 after train800, test after train800val200, FGVC: val test")
+    parser.add_argument(RESTART_FLAG, dest="restart_unreadable", action="store_true",
+                        help="set an unreadable checkpoint.pt / result.json aside (renamed to *.unreadable) and "
+                             "start the run afresh")
     args = parser.parse_args(argv)
     eval_splits = tuple(args.eval_splits) if args.eval_splits else None
-    record = train(config_from_args(args, eval_splits=eval_splits))
+    record = train(config_from_args(args, eval_splits=eval_splits), restart_unreadable=args.restart_unreadable)
     return 0 if record.finished else 1
 
 
