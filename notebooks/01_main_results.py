@@ -41,7 +41,7 @@ setup = catalog.prepare("T1", MODE, runs=RUNS, data_root=DATA_ROOT)
 tables = results.build_tables(results.load_records(setup.path))
 
 # %% [markdown]
-# ## Per-task top-1 (mean ± std over seeds, setting chosen on validation) and group means
+# ## Per-task top-1 (mean ± population std (ddof 0) over seeds, setting chosen on validation) and group means
 
 # %%
 display(Markdown(results.to_markdown(results.task_summary(tables.tasks))))

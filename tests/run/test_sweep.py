@@ -1,4 +1,4 @@
-"""The protocol: grids, selection on validation (ties -> smaller lr), final seeds, idempotent reruns."""
+"""The protocol: grids, selection on validation (ties -> larger lr), final seeds, idempotent reruns."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import vapt.run.sweep
@@ -36,13 +37,13 @@ def _record(lr: float, wd: float, val: float | None, status: str = "finished") -
     return {"config": {"lr": lr, "wd": wd}, "status": status, "final": {} if val is None else {"val200": val}}
 
 
-def test_select_best_breaks_ties_towards_the_smaller_lr() -> None:
-    records = [_record(5, 0.01, 80), _record(1, 0.01, 80), _record(2.5, 0, 80), _record(10, 0, 79),
-               _record(0.5, 0, None, status="failed")]
+def test_select_best_breaks_ties_towards_the_larger_lr_then_wd() -> None:
+    records = [_record(5, 0.0, 80), _record(1, 0.01, 80), _record(2.5, 0, 80), _record(10, 0, 79),
+               _record(50, 0, None, status="failed")]
     best = select_best(records, "val200")
-    assert best["config"] == {"lr": 1, "wd": 0.01}
-    assert select_best([*records, _record(1, 0.0, 80)], "val200")["config"] == {"lr": 1, "wd": 0.0}
-    assert select_best([*records, _record(50, 0, 80.5)], "val200")["config"]["lr"] == 50
+    assert best["config"] == {"lr": 5, "wd": 0.0}
+    assert select_best([*records, _record(5, 0.01, 80)], "val200")["config"] == {"lr": 5, "wd": 0.01}
+    assert select_best([*records, _record(0.1, 0, 80.5)], "val200")["config"]["lr"] == 0.1
     with pytest.raises(SweepError, match="all failed"):
         select_best([_record(5, 0, None, status="failed")], "val200")
 
@@ -75,6 +76,7 @@ def test_fgvc_is_chosen_on_val_not_test(tmp_path: Path) -> None:
     assert selection["chosen"]["lr"] == 1 and selection["selection_split"] == "val"
     assert [r["seed"] for r in selection["final_runs"]] == [42, 44, 82]
     assert selection["test_top1_mean"] == pytest.approx((40.0 + 41.44 + 41.82) / 3)
+    assert selection["test_top1_std"] == pytest.approx(float(np.std([40.0, 41.44, 41.82])))  # ddof 0
     assert "not test" in selection["note"]
     written = json.loads(next((tmp_path / "runs").rglob("selection_*.json")).read_text())
     assert written == selection

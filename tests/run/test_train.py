@@ -28,7 +28,7 @@ def protocol_lr(grid_lr: float, batch_size: int, epoch: int, epochs: int, warmup
     peak = grid_lr * batch_size / 256
     if epoch < warmup:
         return peak * epoch / warmup
-    return 0.5 * peak * (1 + math.cos(math.pi * epoch / epochs))
+    return 0.5 * peak * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup)))
 
 
 def test_cli_two_epoch_run_writes_a_complete_record(data_root: Path, tmp_path: Path) -> None:
@@ -137,7 +137,9 @@ def test_schedule_follows_the_protocol(epochs: int, warmup: int) -> None:
     for epoch in range(epochs):
         scheduler.step(epoch)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(protocol_lr(2.5, 64, epoch, epochs, warmup),
-                                                                abs=1e-12)
+                                                                abs=1e-15)
+        if epoch == warmup:  # the cosine starts at the peak right after warm-up
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(2.5 * 64 / 256, abs=1e-15)
     if warmup:
         scheduler.step(0)
         assert optimizer.param_groups[0]["lr"] == 0.0
@@ -255,3 +257,18 @@ def test_corrupt_image_fails_the_run_cleanly_and_a_rerun_recovers(
     image.write_bytes(good)
     assert vapt_main(argv) == 0
     assert json.loads(result.read_text())["status"] == "finished"
+
+
+def test_kitti_keeps_four_classes_and_reproduces_the_authors_196_outputs_on_request() -> None:
+    from vapt.data import parse_data
+
+    assert parse_data("vtab1k/kitti").num_classes == 4
+    assert parse_data("vtab1k/kitti", 196).num_classes == 196
+    with pytest.raises(ConfigError, match="expected 4 \\(or 196, the authors' head width\\)"):
+        parse_data("vtab1k/kitti", 10)
+    with pytest.raises(ConfigError, match="expected 100$"):
+        parse_data("vtab1k/cifar", 196)
+    base = TrainConfig("vit_test", "linear", "vtab1k/kitti", "unused")
+    wide = dataclasses.replace(base, num_classes=196)
+    assert run_id(base) != run_id(wide) and run_id(wide).endswith("_head196")
+    assert run_id(dataclasses.replace(base, num_classes=4)) == run_id(base)

@@ -45,6 +45,11 @@ class DataSpec:
         return ("val", "test")
 
 
+# Head widths the authors' configuration used that differ from the class count (KITTI: 196 outputs for 4 classes);
+# `--num-classes` may ask for them to reproduce their runs.
+AUTHORS_HEAD_WIDTHS: dict[str, int] = {"vtab1k/kitti": 196}
+
+
 def parse_data(name: str, num_classes: int | None = None) -> DataSpec:
     """Parse `vtab1k/<task>` or `fgvc/<dataset>`; tasks outside the registries need `num_classes`."""
     benchmark, _, task = str(name).partition("/")
@@ -53,9 +58,12 @@ def parse_data(name: str, num_classes: int | None = None) -> DataSpec:
     registry = VTAB_TASKS if benchmark == "vtab1k" else FGVC_DATASETS
     if task in registry:
         group, classes = registry[task]
-        if num_classes is not None and num_classes != classes:
-            raise ConfigError(f"{name} has {classes} classes, but num_classes={num_classes} was given")
-        return DataSpec(benchmark, task, group, classes)
+        wider = AUTHORS_HEAD_WIDTHS.get(f"{benchmark}/{task}")
+        if num_classes is not None and num_classes not in (classes, wider):
+            also = f" (or {wider}, the authors' head width)" if wider else ""
+            raise ConfigError(f"{name} has {classes} classes, but num_classes={num_classes} was given; "
+                              f"expected {classes}{also}")
+        return DataSpec(benchmark, task, group, classes if num_classes is None else num_classes)
     if num_classes is None:
         raise ConfigError(
             f"unknown {benchmark} dataset {task!r}; known: {', '.join(registry)} "

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from vapt.data import parse_data
+from vapt.data.spec import AUTHORS_HEAD_WIDTHS
 from vapt.errors import ConfigError
 
 PAPER_EPOCHS = 100
@@ -122,6 +123,8 @@ def run_id(config: TrainConfig) -> str:
         leaf += f"_wu{config.warmup_epochs}"
     if config.batch_size != PAPER_BATCH_SIZE:
         leaf += f"_bs{config.batch_size}"
+    if config.num_classes is not None and config.num_classes == AUTHORS_HEAD_WIDTHS.get(config.data):
+        leaf += f"_head{config.num_classes}"  # the authors' wider head (KITTI: 196 outputs for 4 classes)
     parts = [f"{benchmark}-{task}", config.backbone, method, splits, leaf]
     return "/".join(p.replace("/", "_").replace(" ", "_") for p in parts)
 

@@ -1,7 +1,9 @@
 """The protocol's splits and its one selection rule, used by both the sweep and the tables.
 
 Rule: among the settings tried (e.g. lr x wd), the one with the best mean validation top-1 wins;
-ties go to the smaller value of each setting column in turn (the smaller lr, then the smaller wd).
+ties go to the larger value of each setting column in turn (the larger lr, then the larger wd), as in
+the authors' grid loop, which walks lr and wd in descending order and keeps a new best only when it is
+strictly better.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ PROTOCOL_SPLITS: dict[str, ProtocolSplits] = {
 
 
 def select_setting(scores: pd.DataFrame, keys: Sequence[str], value: str = "value") -> dict[str, Any]:
-    """The setting (values of `keys`) with the best mean `value`; ties -> smaller key values, in order."""
+    """The setting (values of `keys`) with the best mean `value`; ties -> larger key values, in order."""
     keys = list(keys)
     if scores.empty:
         raise ValueError("no scores to select from")
     means = scores.groupby(keys, dropna=False)[value].mean().reset_index()
-    ordered = means.sort_values([value, *keys], ascending=[False] + [True] * len(keys), kind="mergesort")
+    ordered = means.sort_values([value, *keys], ascending=[False] * (len(keys) + 1), kind="mergesort")
     best = ordered.iloc[0]
     return {key: best[key] for key in keys}
 

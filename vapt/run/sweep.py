@@ -1,7 +1,7 @@
 """The paper's protocol (docs/protocol.md) as one idempotent command: grid on validation, final seeds, test.
 
 VTAB-1K: every (lr, wd) of the grid trains on train800 and is scored on val200; the best last-epoch
-val200 top-1 wins (ties -> the smaller lr, then the smaller wd); that setting is retrained on
+val200 top-1 wins (ties -> the larger lr, then the larger wd, as the authors' loop); that setting is retrained on
 train800val200 with seeds 42, 44, 82, 100, 800 and evaluated on test.
 
 FGVC: the grid trains on train and is chosen on val, never on test. (The authors' FGVC script
@@ -264,7 +264,7 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
 
 
 def select_best(records: Sequence[RunRecord | dict[str, Any]], split: str) -> RunRecord | dict[str, Any]:
-    """The finished record with the best last-epoch `split` top-1 (`select_setting`: ties -> smaller lr, wd)."""
+    """The finished record with the best last-epoch `split` top-1 (`select_setting`: ties -> larger lr, wd)."""
     finished = [r for r in records if r.get("status") == "finished" and split in r.get("final", {})]
     if not finished:
         raise SweepError(f"no grid run finished with a {split} score ({len(records)} run(s), all failed)")
@@ -387,7 +387,8 @@ def sweep(
             "final_runs": [{"run_id": r["run_id"], "seed": r["config"]["seed"], "status": r["status"],
                             f"{rep}_top1": _score(r, rep)} for r in runs],
             f"{rep}_top1_mean": statistics.fmean(scores) if scores else None,
-            f"{rep}_top1_std": statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None),
+            "std": "population (ddof 0), as the authors report",
+            f"{rep}_top1_std": statistics.pstdev(scores) if scores else None,
         }
         if plan.base.data.startswith("fgvc/"):
             selection["note"] = FGVC_NOTE

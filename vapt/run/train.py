@@ -1,10 +1,11 @@
 """One run: backbone + method + dataset + lr + wd + seed -> train, evaluate, checkpoint, result record.
 
 Optimization follows the paper's protocol (docs/protocol.md): SGD (momentum 0.9; AdamW for `full`),
-cross-entropy, learning rate = grid value x batch_size / 256, linear warm-up from 0 then cosine to 0, stepped once per
-epoch with timm's CosineLRScheduler. Warm-up lasts 10 epochs for the paper's 100; for other run
-lengths it is min(10, epochs // 10) unless `warmup_epochs` is given. Weight decay applies to every
-trainable parameter except the head bias. CUDA runs use bf16 autocast, CPU runs fp32.
+cross-entropy, learning rate = grid value x batch_size / 256, linear warm-up from 0 over w epochs, then
+a cosine to 0 over the remaining T - w epochs (as the authors'), stepped once per epoch with timm's
+CosineLRScheduler. Warm-up lasts 10 epochs for the paper's 100; for other run lengths it is min(10,
+epochs // 10) unless `warmup_epochs` is given. Weight decay applies to every trainable parameter except
+the head bias. CUDA runs use bf16 autocast, CPU runs fp32.
 
 Each epoch writes `<out>/<run id>/checkpoint.pt` (trainable parameters, optimizer, scheduler and
 RNG states); the same command resumes from it, and the data order depends only on (seed, epoch),
@@ -82,12 +83,16 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
-    """timm's CosineLRScheduler, stepped once per epoch: linear warm-up from 0, cosine to 0."""
+    """timm's CosineLRScheduler, stepped once per epoch: peak x t/w for t < w, then a cosine to 0 over T - w epochs.
+
+    As the authors' schedule: the cosine starts at the peak right after warm-up (`warmup_prefix`).
+    """
     from timm.scheduler import CosineLRScheduler
 
     config = config.resolved()
     return CosineLRScheduler(
-        optimizer, t_initial=config.epochs, warmup_t=config.warmup_epochs, warmup_lr_init=0.0, lr_min=0.0
+        optimizer, t_initial=config.epochs - config.warmup_epochs, warmup_t=config.warmup_epochs,
+        warmup_prefix=True, warmup_lr_init=0.0, lr_min=0.0,
     )
 
 
