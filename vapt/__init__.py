@@ -20,7 +20,7 @@ _EXPORTS: dict[str, str] = {
                      "VPTConfig", "method_config", "register_method"), "vapt.config"),
     **dict.fromkeys(("ConfigError", "DataLayoutError", "VaptError", "WeightsError"), "vapt.errors"),
     **dict.fromkeys(("PromptedModel", "count_parameters"), "vapt.models.prompted"),
-    "create_model": "vapt.models.factory",
+    **dict.fromkeys(("create_model", "wrap"), "vapt.models.factory"),
     "PromptedViT": "vapt.models.vit",
     **dict.fromkeys(("SWIN_BACKBONES", "PromptedSwin", "create_swin_model"), "vapt.models.swin"),
     **dict.fromkeys(("RunRecord", "RecordError"), "vapt.run.record"),

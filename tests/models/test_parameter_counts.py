@@ -103,3 +103,18 @@ def test_ablation_deltas_on_vit_b16(vit_b16):
     assert prompt_count(dataclasses.replace(base, projector=False)) - reference == -2 * 8 * 768
     assert prompt_count(dataclasses.replace(base, shared_projector=False)) - reference == 10 * 2 * 8 * 768
     assert prompt_count(dataclasses.replace(base, kernel_size=3)) - reference == 11 * ((144 - 169) * 10 + 5)
+
+
+@pytest.mark.parametrize("method", ["linear", "vpt_deep", "vapt"])
+def test_mae_fc_norm_is_frozen_and_not_counted_as_tuned(method):
+    import torch
+
+    options = {} if method == "linear" else {"num_tokens": 10}
+    with torch.device("meta"):
+        mae = vapt.create_model("vit_b16_mae", method, 10, **options)
+        in21k = vapt.create_model("vit_b16_in21k", method, 10, **options)
+    counts, reference = vapt.count_parameters(mae), vapt.count_parameters(in21k)
+    assert not any(name.startswith("backbone.") for name, _ in mae.trainable_parameters())
+    assert counts["head"] == 768 * 10 + 10 and counts["trainable"] == counts["prompt"] + counts["head"]
+    # the same trained parameters as the ImageNet-21k backbone (fc_norm replaces the final norm, 1,536 each)
+    assert counts == reference

@@ -20,8 +20,9 @@ def wrap(vit, method, num_classes=5, **overrides):
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(), dict(reg_tokens=2), dict(class_token=False, global_pool="avg"), dict(global_pool="avg")],
-    ids=["cls", "cls+2reg", "no-cls-avg", "cls-avg"],
+    [dict(), dict(reg_tokens=2), dict(class_token=False, global_pool="avg"), dict(global_pool="avg"),
+     dict(global_pool="map"), dict(class_token=False, reg_tokens=4, global_pool="avg")],
+    ids=["cls", "cls+2reg", "no-cls-avg", "cls-avg", "map", "no-cls-4reg-avg"],
 )
 def test_linear_equals_timm_forward(tiny_vit, images, overrides):
     vit = tiny_vit(**overrides)
@@ -33,7 +34,8 @@ def test_linear_equals_timm_forward(tiny_vit, images, overrides):
     torch.testing.assert_close(model(images), reference(images), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(reg_tokens=3), dict(class_token=False, global_pool="avg")])
+@pytest.mark.parametrize("overrides", [dict(), dict(reg_tokens=3), dict(class_token=False, global_pool="avg"),
+                                       dict(global_pool="map")])
 @pytest.mark.parametrize("method", PROMPT_METHODS)
 def test_prompts_inserted_after_prefix_tokens(tiny_vit, images, method, overrides):
     vit = tiny_vit(**overrides)
@@ -147,7 +149,10 @@ def test_mae_style_average_pooling_includes_prompts(tiny_vit, images):
     stripped = PromptedViT(copy.deepcopy(vit), VPTConfig(num_tokens=4), 5).eval()
     stripped.load_state_dict(model.state_dict())
     assert not torch.allclose(stripped.forward_features(images), expected)
-    assert {"backbone.fc_norm.weight", "backbone.fc_norm.bias"} <= {n for n, _ in model.trainable_parameters()}
+    # the fresh fc_norm stays frozen at its identity affine, as in the authors' code
+    assert not {n for n, _ in model.trainable_parameters()} & {"backbone.fc_norm.weight", "backbone.fc_norm.bias"}
+    assert torch.equal(model.backbone.fc_norm.weight, torch.ones(32))
+    assert torch.equal(model.backbone.fc_norm.bias, torch.zeros(32))
 
 
 def test_trainable_state_round_trip(tiny_vit, images, tmp_path):
@@ -208,3 +213,56 @@ def test_create_model_accepts_config_objects_and_timm_names():
     swin = vapt.create_model("swin_test", "vapt", num_classes=4)
     assert isinstance(swin, vapt.PromptedSwin) and swin.method == "vapt"
     assert vapt.count_parameters(swin)["prompt"] > 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(global_pool="avg"), dict(global_pool="map"), dict(class_token=False, global_pool="avg"),
+     dict(reg_tokens=4, global_pool="avg")],
+    ids=["avg", "map", "no-cls-avg", "4reg-avg"],
+)
+def test_own_pooling_sees_no_prompts(tiny_vit, images, overrides):
+    """The backbone's own pooling gets the prefix and patch tokens only, never the prompts."""
+    vit = tiny_vit(**overrides)
+    model = wrap(vit, "vpt_shallow", num_tokens=4).eval()
+    tokens, num_prompts = model.forward_tokens(images)
+    prefix = vit.num_prefix_tokens
+    without = torch.cat([tokens[:, :prefix], tokens[:, prefix + num_prompts:]], dim=1)
+    torch.testing.assert_close(model.forward_features(images), model.backbone.forward_head(without, pre_logits=True),
+                               rtol=0, atol=0)
+    assert without.shape[1] == prefix + 64
+    if vit.global_pool == "avg":  # written out: the mean of the patch tokens only, then fc_norm
+        expected = model.backbone.fc_norm(tokens[:, prefix + num_prompts:].mean(1))
+        torch.testing.assert_close(model.forward_features(images), expected)
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_reg4_gap_256", "vit_medium_patch16_gap_256",
+                                  "vit_base_patch16_siglip_224"])
+def test_timm_vits_without_a_class_token_build_with_their_own_pooling(name):
+    from vapt.models.backbones import backbone_spec, create_backbone
+
+    spec = backbone_spec(name)
+    assert spec.global_pool is None
+    with torch.device("meta"):
+        backbone, _ = create_backbone(name)
+    reference_pool = {"vit_base_patch16_siglip_224": "map"}.get(name, "avg")
+    assert backbone.global_pool == reference_pool
+
+
+def test_wrap_equals_create_model_on_the_same_weights(images):
+    from timm.models.vision_transformer import VisionTransformer
+
+    from vapt.models.backbones import BACKBONES
+
+    built = vapt.create_model("vit_test", "vapt", 5, num_tokens=4).eval()
+    held = VisionTransformer(num_classes=1000, **BACKBONES["vit_test"].timm_kwargs)  # a user's own model
+    held.load_state_dict(built.backbone.state_dict(), strict=False)
+    wrapped = vapt.wrap(held, "vapt", 5, num_tokens=4).eval()
+    assert type(wrapped) is type(built) and wrapped.config == built.config
+    assert set(wrapped.state_dict()) == set(built.state_dict())
+    wrapped.load_state_dict(built.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(wrapped(x), built(x), rtol=0, atol=0)
+    assert vapt.count_parameters(wrapped) == vapt.count_parameters(built)
+    with pytest.raises(vapt.ConfigError, match="cannot wrap a Linear"):
+        vapt.wrap(torch.nn.Linear(2, 2), "vapt", 5)

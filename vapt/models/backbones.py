@@ -33,7 +33,7 @@ class BackboneSpec:
 
     name: str
     timm_name: str
-    global_pool: str = "token"
+    global_pool: str | None = "token"  # None: the timm model's own pooling
     prompts_in_pool: bool = False
     on_hub: bool = True
     weights_hint: str = ""
@@ -133,7 +133,7 @@ def is_swin_backbone(name: str) -> bool:
 
 
 def backbone_spec(name: str) -> BackboneSpec:
-    """The spec of a named backbone; any other timm ViT (CLS pooling) or Swin (average pooling) name as is."""
+    """The spec of a named backbone; any other timm ViT (its own pooling) or Swin (average pooling) name as is."""
     if name in BACKBONES:
         return BACKBONES[name]
     if timm.is_model(name):
@@ -146,7 +146,7 @@ def backbone_spec(name: str) -> BackboneSpec:
             )
         if family == "swin":
             return BackboneSpec(name, name, global_pool="avg", weights_hint=f"timm's {name}", family="swin")
-        return BackboneSpec(name, name, weights_hint=f"timm's {name}")
+        return BackboneSpec(name, name, global_pool=None, weights_hint=f"timm's {name}")
     raise ConfigError(
         f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)} or a timm ViT or Swin model name "
         f"(e.g. vit_small_patch16_224.augreg_in21k)"
@@ -178,11 +178,11 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | os.PathL
 
 def _build(spec: BackboneSpec) -> nn.Module:
     model_class = FAMILIES[spec.family].model_class
+    pool = {} if spec.global_pool is None else {"global_pool": spec.global_pool}
     if not timm.is_model(spec.timm_name):  # architectures defined here, e.g. the tiny `vit_test`
-        model = model_class(num_classes=0, global_pool=spec.global_pool, **spec.timm_kwargs)
+        model = model_class(num_classes=0, **pool, **spec.timm_kwargs)
     else:
-        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, global_pool=spec.global_pool,
-                                  **spec.timm_kwargs)
+        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **pool, **spec.timm_kwargs)
     if not isinstance(model, model_class):
         raise ConfigError(
             f"backbone {spec.name!r} builds a {type(model).__name__}; expected a timm {model_class.__name__} "

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
+from torch import nn
+
 from vapt.config import MethodConfig, method_config
 from vapt.errors import ConfigError
-from vapt.models.backbones import create_backbone
+from vapt.models.backbones import FAMILIES, create_backbone
 from vapt.models.prompted import PromptedModel
 
 
@@ -30,3 +33,27 @@ def create_model(
     config = method_config(method, **config_overrides)
     model, spec = create_backbone(backbone, pretrained=pretrained, weights=weights, image_size=image_size)
     return spec.wrapper(model, config, num_classes, prompts_in_pool=spec.prompts_in_pool)
+
+
+def wrap(
+    model: nn.Module,
+    method: str | MethodConfig,
+    num_classes: int,
+    prompts_in_pool: bool = False,
+    **config_overrides: Any,
+) -> PromptedModel:
+    """Add `method` and a new `num_classes` head to a timm VisionTransformer or SwinTransformer you already hold.
+
+    The same prompted model `create_model` builds from a name (with the model's own weights, config and
+    pooling); the model's classifier is removed in place. `prompts_in_pool=True` keeps the prompts in an
+    average pool, as the MAE backbone does.
+    """
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    family = next((kind for kind in FAMILIES.values() if isinstance(model, kind.model_class)), None)
+    if family is None:
+        raise ConfigError(f"cannot wrap a {type(model).__name__}; expected a timm VisionTransformer or "
+                          f"SwinTransformer")
+    module, _, name = family.wrapper.partition(":")
+    wrapper = getattr(importlib.import_module(module), name)
+    return wrapper(model, method_config(method, **config_overrides), num_classes, prompts_in_pool=prompts_in_pool)

@@ -13,7 +13,10 @@ class PromptedViT(PromptedModel):
     """A timm VisionTransformer with VPT / VAPT prompts, a new linear head and a frozen backbone.
 
     The forward pass is patch embed -> position embedding -> blocks (prompts inserted after the
-    prefix tokens) -> final norm -> prompts stripped (or kept for average pooling) -> pooling -> head.
+    prefix tokens) -> final norm -> prompts stripped (or kept for MAE's average pooling) -> the
+    backbone's own pooling (class token, average, attention pooling `map`, ...) -> head. A fresh
+    `fc_norm` (MAE) stays frozen at its initial identity affine (weight 1, bias 0) unless the whole
+    backbone trains, as in the authors' code.
     """
 
     def build_prompts(self) -> nn.Module | None:
@@ -33,10 +36,6 @@ class PromptedViT(PromptedModel):
     def num_prefix_tokens(self) -> int:
         """CLS and register tokens that precede the prompts."""
         return int(self.backbone.num_prefix_tokens)
-
-    def extra_head_modules(self) -> list[nn.Module]:
-        fc_norm = getattr(self.backbone, "fc_norm", None)
-        return [fc_norm] if isinstance(fc_norm, nn.LayerNorm) else []
 
     def forward_tokens(self, images: Tensor) -> tuple[Tensor, int]:
         """Run the blocks with prompts; returns tokens after the final norm and the number of prompts."""
