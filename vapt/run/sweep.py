@@ -41,6 +41,7 @@ from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
 from vapt.io import check_writable_dir, write_json_atomic
 from vapt.run.config import TrainConfig, add_run_arguments, config_from_args, run_dir, run_id
+from vapt.run.lock import is_live
 from vapt.run.record import RECORD_NAME, RecordError, RunRecord
 from vapt.run.selection import PROTOCOL_SPLITS, select_setting
 from vapt.run.train import RESTART_FLAG, set_aside_unreadable, train
@@ -132,10 +133,42 @@ def run_configs(configs: Sequence[TrainConfig]) -> list[str]:
     return lines
 
 
+def exit_when_gone(pid: int, poll_s: float = 1.0) -> None:
+    """End this process when process `pid` (the sweep that started this job) has ended.
+
+    A killed sweep thus stops its local jobs within `poll_s` seconds; their last checkpoint stays (writes are
+    atomic) and a rerun resumes them.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                print(f"the sweep (process {pid}) that started this job has ended; stopping", file=sys.stderr,
+                      flush=True)
+                os._exit(143)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="exit-when-sweep-ends", daemon=True).start()
+
+
 class RunJob(Checkpointable):
-    """The submitted job: trains its configs in turn; after a timeout or preemption it is requeued and resumes."""
+    """The submitted job: trains its configs in turn; after a timeout or preemption it is requeued and resumes.
+
+    `sweep_pid` (local executor) makes the job end when the sweep that started it ends.
+    """
+
+    def __init__(self, sweep_pid: int | None = None) -> None:
+        self.sweep_pid = sweep_pid
 
     def __call__(self, configs: Sequence[TrainConfig]) -> list[str]:
+        if self.sweep_pid is not None:
+            exit_when_gone(self.sweep_pid)
         return run_configs(configs)
 
 
@@ -192,7 +225,7 @@ class Launcher:
             for slot in range(min(slots, len(configs))):
                 gpu = dict(gpus_per_node=1, visible_gpus=[gpus[slot]]) if gpus else dict(gpus_per_node=0)
                 executor.update_parameters(timeout_min=self.timeout_min, **gpu)
-                jobs.append(executor.submit(RunJob(), list(configs[slot::slots])))
+                jobs.append(executor.submit(RunJob(sweep_pid=os.getpid()), list(configs[slot::slots])))
         print(f"submitted {len(configs)} run(s) as {len(jobs)} {self.executor} job(s); logs in {self.folder}")
         for job in jobs:
             try:
@@ -223,6 +256,22 @@ def unreadable_records(configs: Sequence[TrainConfig]) -> list[RecordError]:
     return errors
 
 
+def wait_for_live(configs: Sequence[TrainConfig], poll_s: float = 2.0) -> None:
+    """Wait until no other process holds the lock of any of `configs` (their records are read afterwards)."""
+    import time
+
+    waiting = list(configs)
+    announced = -1
+    while waiting:
+        waiting = [c for c in waiting if is_live(run_dir(c))]
+        if waiting and len(waiting) != announced:
+            print(f"waiting for {len(waiting)} run(s) being trained by another process, e.g. {run_id(waiting[0])}",
+                  flush=True)
+            announced = len(waiting)
+        if waiting:
+            time.sleep(poll_s)
+
+
 def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
               restart_unreadable: bool = False) -> dict[str, RunRecord]:
     """Run the configs that are not done yet, then read every record back from its result.json.
@@ -240,9 +289,14 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
                          f"they are kept in place; pass {RESTART_FLAG} to set them aside and train those runs "
                          f"afresh")
     todo = [c for c in unique.values() if not is_run_done(c)]
-    print(f"{len(unique) - len(todo)} of {len(unique)} run(s) already done; running {len(todo)}")
+    live = [c for c in todo if is_live(run_dir(c))]
+    todo = [c for c in todo if not any(c is other for other in live)]
+    elsewhere = f"; {len(live)} being trained by another process" if live else ""
+    print(f"{len(unique) - len(todo) - len(live)} of {len(unique)} run(s) already done{elsewhere}; "
+          f"running {len(todo)}")
     if todo:
         launcher.run(todo)
+    wait_for_live(live)
     records, unfinished = {}, []
     for key, config in unique.items():
         try:

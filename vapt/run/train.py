@@ -54,7 +54,8 @@ from vapt.run.config import (
     run_dir,
     run_id,
 )
-from vapt.run.record import FAILED, FINISHED, INTERRUPTED, NON_FINITE, RECORD_NAME, RecordError, RunRecord
+from vapt.run.lock import LOCK_NAME, try_lock
+from vapt.run.record import FAILED, FINISHED, INTERRUPTED, NON_FINITE, RECORD_NAME, RUNNING, RecordError, RunRecord
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RESTART_FLAG = "--restart-unreadable"
@@ -222,10 +223,25 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
     `stop_after=k` stops after k completed epochs as an interruption would (checkpoint written,
     no result); the returned record then has status `interrupted`. An unreadable result.json or
     checkpoint.pt is an error naming the file, unless `restart_unreadable` sets it aside and starts afresh.
+    The run folder is locked while the run trains: when another process holds it, this call skips the
+    run with a message and returns a `running` record (nothing is written).
     """
     config = config.resolved()
     check_writable_dir(config.out, "--out folder")
     directory = check_writable_dir(run_dir(config), "run folder")
+    lock = try_lock(directory)
+    if lock is None:
+        print(f"skipping {run_id(config)}: another process is training it now (it holds {directory / LOCK_NAME}); "
+              f"run the same command again when it has finished", file=sys.stderr)
+        return RunRecord(run_id=run_id(config), config=config.to_dict(), status=RUNNING)
+    try:
+        return _train_locked(config, directory, stop_after, restart_unreadable)
+    finally:
+        lock.release()
+
+
+def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
+                  restart_unreadable: bool) -> RunRecord:
     result_path, checkpoint_path = directory / RECORD_NAME, directory / CHECKPOINT_NAME
     if restart_unreadable:
         set_aside_unreadable(directory)
