@@ -210,3 +210,23 @@ def test_jobs_and_configs_pickle_for_submitit(tmp_path: Path) -> None:
     configs = [_base(tmp_path, method_options=(("kernel_size", 3),))]
     job, loaded = cloudpickle.loads(cloudpickle.dumps((vapt.run.sweep.RunJob(), configs)))
     assert loaded == configs and callable(job)
+
+
+def test_progress_line_counts_done_running_and_failed_runs(tmp_path: Path) -> None:
+    from vapt.run.lock import try_lock
+    from vapt.run.sweep import sweep_progress
+
+    plan = TaskPlan.for_task(_base(tmp_path), "vtab1k/cifar")
+    configs = [plan.grid_config(lr, 0.0, 42) for lr in (1.0, 2.0, 3.0, 4.0)]
+    _fake(configs[0], {"val200": 50.0})
+    failed = configs[1].resolved()
+    write_json_atomic(run_dir(failed) / "result.json", {"run_id": run_id(failed), "config": failed.to_dict(),
+                                                        "status": "failed", "failure": "exception"})
+    run_dir(configs[2]).mkdir(parents=True)
+    lock = try_lock(run_dir(configs[2]))  # another holder of the lock: the run is being trained
+    try:
+        line = sweep_progress(configs, elapsed_s=600.0)
+    finally:
+        lock.release()
+    assert line == "sweep: 1/4 runs done, 1 running, 1 failed, ETA 20m00s"
+    assert sweep_progress(configs, 10.0).startswith("sweep: 1/4 runs done, 0 running, 1 failed")

@@ -272,3 +272,17 @@ def test_kitti_keeps_four_classes_and_reproduces_the_authors_196_outputs_on_requ
     wide = dataclasses.replace(base, num_classes=196)
     assert run_id(base) != run_id(wide) and run_id(wide).endswith("_head196")
     assert run_id(dataclasses.replace(base, num_classes=4)) == run_id(base)
+
+
+@pytest.mark.parametrize(("command", "shown"), [
+    ("train", ["training epochs (default: 100)", "(default: 64)", "--seed SEED", "(default: 42)"]),
+    ("sweep", ["(default: 100)", "(default: 64)", "per-job time limit in minutes (default: 4320)"]),
+])
+def test_help_shows_the_defaults(command: str, shown: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        vapt_main([command, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for piece in shown:
+        assert piece in text, piece
+    assert "(default: [])" not in text and "(default: True)" not in text

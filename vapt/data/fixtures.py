@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vapt import DOCS_HELP
+from vapt import DOCS_HELP, HelpFormatter
 from vapt.data.spec import parse_data
 from vapt.data.vtab import VTAB_SPLITS
 from vapt.errors import ConfigError
@@ -158,7 +158,8 @@ def is_fixture_root(data_root: str | Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt fixtures --out DIR [--tasks ...]`: write tiny datasets in the real layouts."""
-    parser = argparse.ArgumentParser(prog="python -m vapt fixtures", epilog=DOCS_HELP, description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m vapt fixtures", epilog=DOCS_HELP, description=__doc__,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--out", required=True, help="data root to write (DIR/vtab-1k/<task>, DIR/<name>)")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="vtab1k/<task>, fgvc/<name>")
     parser.add_argument("--num-classes", type=int, default=10, help="classes per task (at most 10 digits)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vapt import DOCS_HELP
+from vapt import DOCS_HELP, HelpFormatter
 from vapt.data.fixtures import is_fixture_root
 from vapt.errors import ConfigError
 from vapt.io import check_writable_dir
@@ -145,7 +145,7 @@ def draw_all(runs: str | os.PathLike | Sequence[str | os.PathLike] | None, out_d
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt figures`: draw every figure the runs, the theory run and the bench CSV allow."""
     parser = argparse.ArgumentParser(prog="python -m vapt figures", epilog=DOCS_HELP, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--runs", nargs="+", default=None,
                         help="folder(s) of runs (default: runs, when it exists); a folder named here must exist")
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")

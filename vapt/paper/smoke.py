@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vapt import DOCS_HELP
+from vapt import DOCS_HELP, HelpFormatter
 from vapt.errors import ConfigError
 from vapt.paper.digits import (
     FGVC_PER_CLASS,
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m vapt smoke", epilog=DOCS_HELP, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("experiments", nargs="*", default=list(EXPERIMENTS),
                         help=f"some of {', '.join(EXPERIMENTS)} (default: all)")
     parser.add_argument("--cache", default=None, help=f"cache folder (default: ${CACHE_ENV} or ~/.cache/vapt/smoke)")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vapt import DOCS_HELP
+from vapt import DOCS_HELP, HelpFormatter
 from vapt.data.vtab import VTAB_GROUPS
 from vapt.errors import ConfigError
 from vapt.io import check_writable_file, write_text_atomic
@@ -368,7 +368,7 @@ def report_markdown(tables: Tables) -> str:
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt table --runs DIR`: long-format CSV, per-task and group tables, paper beside ours."""
     parser = argparse.ArgumentParser(prog="python -m vapt table", epilog=DOCS_HELP,
-                                     description=__doc__.split("\n\n")[0])
+                                     description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--runs", required=True, help="folder of runs (each with a result.json)")
     parser.add_argument("--out", help="write the long-format records here (CSV)")
     parser.add_argument(

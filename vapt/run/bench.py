@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from vapt import DOCS_HELP, io
+from vapt import DOCS_HELP, HelpFormatter, io
 from vapt.config import METHODS
 from vapt.errors import ConfigError
 from vapt.models.backbones import backbone_spec
@@ -409,7 +409,7 @@ def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
 def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | None]:
     """Settings, methods and output path from the command line."""
     parser = argparse.ArgumentParser(prog="python -m vapt bench", epilog=DOCS_HELP, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--backbone", default="vit_test", help="named ViT or Swin backbone, or a timm name")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from " + ",".join(METHODS))
     parser.add_argument("--batch", type=int, default=4, help="images per training / evaluation step")

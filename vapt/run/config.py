@@ -147,8 +147,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="linear, full, vpt_shallow, vpt_deep or vapt")
     parser.add_argument("--data-root", required=True, help="holds vtab-1k/<task>/ and FGVC <dataset>/")
     parser.add_argument("--out", default="runs", help="runs folder (default: runs)")
-    parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=PAPER_BATCH_SIZE)
+    parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=PAPER_BATCH_SIZE,
+                        help="images per step; the optimizer's lr is the grid lr x batch / 256")
     parser.add_argument("--warmup-epochs", type=int, default=None, help="default: min(10, epochs // 10)")
     parser.add_argument("--image-size", type=int, default=None, help="input size; must match the backbone")
     parser.add_argument("--fraction", type=float, default=1.0, help="stratified fraction of train split")

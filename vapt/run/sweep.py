@@ -35,14 +35,14 @@ from typing import Any
 import pandas as pd
 from submitit.helpers import Checkpointable
 
-from vapt import DOCS_HELP
+from vapt import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
 from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
 from vapt.io import check_writable_dir, write_json_atomic
 from vapt.run.config import TrainConfig, add_run_arguments, config_from_args, run_dir, run_id
 from vapt.run.lock import is_live
-from vapt.run.record import RECORD_NAME, RecordError, RunRecord
+from vapt.run.record import FAILED, RECORD_NAME, RecordError, RunRecord
 from vapt.run.selection import PROTOCOL_SPLITS, select_setting
 from vapt.run.train import RESTART_FLAG, set_aside_unreadable, train
 
@@ -227,12 +227,61 @@ class Launcher:
                 executor.update_parameters(timeout_min=self.timeout_min, **gpu)
                 jobs.append(executor.submit(RunJob(sweep_pid=os.getpid()), list(configs[slot::slots])))
         print(f"submitted {len(configs)} run(s) as {len(jobs)} {self.executor} job(s); logs in {self.folder}")
+        if self.executor != "debug":  # debug jobs run inside result(), one after another
+            wait_with_progress(jobs, configs)
         for job in jobs:
             try:
                 for line in job.result():
                     print(line)
             except Exception as err:
                 print(f"job {job.job_id} failed: {err}", file=sys.stderr)
+
+
+def sweep_progress(configs: Sequence[TrainConfig], elapsed_s: float) -> str:
+    """One progress line: runs done / total, running (locked by a process), failed, and the ETA at this pace."""
+    done = failed = running = 0
+    for config in configs:
+        directory = run_dir(config)
+        try:
+            record = RunRecord.read_if_present(directory / RECORD_NAME)
+        except RecordError:
+            record = None
+        if record is not None and record.is_done:
+            done += 1
+        elif is_live(directory):
+            running += 1
+        elif record is not None and record.status == FAILED:
+            failed += 1
+    left = len(configs) - done - failed
+    if done and left:
+        eta = f"ETA {format_duration(elapsed_s / done * left)}"
+    else:
+        eta = "ETA unknown" if left else "ETA 0s"
+    return f"sweep: {done}/{len(configs)} runs done, {running} running, {failed} failed, {eta}"
+
+
+def format_duration(seconds: float) -> str:
+    """`1h02m`, `3m05s` or `42s`."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+def wait_with_progress(jobs: Sequence[Any], configs: Sequence[TrainConfig], poll_s: float = 10.0,
+                       every_s: float = 60.0) -> None:
+    """Wait for submitit `jobs`, printing a progress line when the counts change (and at least every `every_s`)."""
+    import time
+
+    started = last_time = time.monotonic()
+    last = ""
+    while not all(job.done() for job in jobs):
+        line = sweep_progress(configs, time.monotonic() - started)
+        counts = line.rsplit(", ETA", 1)[0]
+        if counts != last or time.monotonic() - last_time >= every_s:
+            print(line, flush=True)
+            last, last_time = counts, time.monotonic()
+        time.sleep(poll_s)
 
 
 def is_run_done(config: TrainConfig) -> bool:
@@ -465,7 +514,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt sweep ...`: the protocol for one backbone and method over one or more datasets."""
     parser = argparse.ArgumentParser(prog="python -m vapt sweep", epilog=DOCS_HELP, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--data", nargs="+", required=True,
                         help="vtab1k/<task> or fgvc/<dataset> (several allowed; vtab1k / fgvc = all of them)")
     add_run_arguments(parser)

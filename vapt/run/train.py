@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from vapt import DOCS_HELP
+from vapt import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
 from vapt.errors import CheckpointError, ConfigError, load_failure
@@ -366,12 +366,12 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt train ...`: one run; exit 0 when finished, 1 when it failed (e.g. NaN loss)."""
     parser = argparse.ArgumentParser(prog="python -m vapt train", epilog=DOCS_HELP, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--data", required=True, help="vtab1k/<task> or fgvc/<dataset>")
     add_run_arguments(parser)
     parser.add_argument("--lr", type=float, required=True, help="grid value; optimizer uses lr x batch/256")
     parser.add_argument("--wd", type=float, required=True, help="weight decay")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="seed of the new parameters and the data order")
     parser.add_argument("--train-split", default=None, help="default: train800 (VTAB-1K), train (FGVC)")
     parser.add_argument("--eval-splits", nargs="+", default=None,
                         help="default: val200 after train800, test after train800val200, FGVC: val test")
