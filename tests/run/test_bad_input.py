@@ -81,7 +81,7 @@ def test_unwritable_sweep_and_figures_out(data_root: Path, tmp_path: Path) -> No
     assert_clean_error(vapt_cli("figures", "--runs", str(runs), "--out", str(blocker)), str(blocker))
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
 def test_unreadable_checkpoint_is_kept_and_named_with_the_restart_flag(
     data_root: Path, tmp_path: Path, damage: str
 ) -> None:
@@ -90,6 +90,9 @@ def test_unreadable_checkpoint_is_kept_and_named_with_the_restart_flag(
     if damage == "garbage":
         checkpoint.parent.mkdir(parents=True)
         checkpoint.write_bytes(b"not a checkpoint")
+    elif damage == "foreign":
+        checkpoint.parent.mkdir(parents=True)
+        torch.save({"model": torch.zeros(2)}, checkpoint)
     else:
         assert train(config, stop_after=1).status == "interrupted"
         checkpoint.write_bytes(checkpoint.read_bytes()[:200])
@@ -125,6 +128,11 @@ def test_sweep_with_a_truncated_result_record(data_root: Path, tmp_path: Path) -
     done = vapt_cli(*sweep)
     assert_clean_error(done, str(record), "--restart-unreadable")
     assert "JSONDecodeError" not in done.stderr and record.read_text().endswith('"back')
+
+    done = vapt_cli(*sweep, "--restart-unreadable")
+    assert done.returncode == 0, done.stderr
+    assert (record.parent / "result.json.unreadable").read_text().endswith('"back')
+    assert '"status": "finished"' in record.read_text()
 
 
 def test_garbage_weights_file_gives_our_error_only(data_root: Path, tmp_path: Path) -> None:
