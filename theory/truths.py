@@ -192,7 +192,8 @@ def _check_separation(truth: Truth, n_check: int = 4000) -> None:
             if gap < MIN_PRETRAINED_GAP:
                 raise TruthError(
                     f"field atoms.{key}[{j}]: its score and expert are within {gap:.3g} of the pre-trained ones "
-                    f"(at least {MIN_PRETRAINED_GAP} needed); the prompt must be distinguishable from the pre-trained expert"
+                    f"(at least {MIN_PRETRAINED_GAP} needed); a prompt must be distinguishable from the pre-trained "
+                    "expert"
                 )
 
 

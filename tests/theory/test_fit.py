@@ -103,15 +103,18 @@ def test_summary_counts_failed_fits():
     summary = summarize(pd.DataFrame(rows), n_boot=200)
     l2 = summary[summary["metric"] == "L2"].iloc[0]
     assert l2["n_failed"] == 1 and l2["n_dropped"] == 1
-    assert list(summary.columns[:8]) == [
+    assert list(summary.columns[:11]) == [
         "family",
         "regime",
         "metric",
+        "kind",
         "slope",
+        "median_slope",
         "ci_low",
         "ci_high",
         "predicted",
         "verdict",
+        "degenerate_share",
     ]
 
 
