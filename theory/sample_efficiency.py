@@ -211,7 +211,7 @@ def _format_summary(summary) -> str:
 
 
 def _predicted_text(value: float) -> str:
-    return "no polynomial rate" if math.isnan(value) else f"{value:+.2f}"
+    return "none (reported, not judged)" if math.isnan(value) else f"{value:+.2f}"
 
 
 def _expressiveness_report(summary) -> list[str]:
