@@ -244,8 +244,9 @@ def _local_report(summary, degenerate) -> list[str]:
                           zip(part["n"], part["resolved_share"], part["degenerate_share"], strict=True))
         w1 = summary[(summary["regime"] == "local") & (summary["family"] == family) & (summary["metric"] == "W1")]
         pre = ""
-        if len(w1) and w1["verdict"].iloc[0] not in ("consistent", "inconclusive"):
-            pre = "; W1 is not yet at its predicted -1/4: pre-asymptotic at these n (see docs/theory.md)"
+        never_resolved = len(part) and (part["resolved_share"].fillna(0) == 0).all()
+        if len(w1) and (w1["verdict"].iloc[0] == "inconsistent" or (never_resolved and w1["slope"].iloc[0] < -0.35)):
+            pre = "; pre-asymptotic: W1 is not yet at its predicted -1/4 and no fit resolves the pair (docs/theory.md)"
         lines.append(f"  {family} resolved/degenerate share by n: {shares}{pre}")
     return lines
 

@@ -129,3 +129,21 @@ def test_local_experiment_rows():
     assert summary.loc["max_pair_err", "kind"] == "none" and summary.loc["max_pair_err", "verdict"] in (
         "reported", "fit failed")
     assert np.isfinite(summary.loc["W1", "resolved_share"])
+
+
+def test_local_report_labels_a_pre_asymptotic_family():
+    import pandas as pd
+
+    from theory.sample_efficiency import _local_report
+
+    summary = pd.DataFrame(
+        [dict(family=f, regime="local", metric="W1", kind="rate", slope=s, ci_low=s - 0.05, ci_high=s + 0.1,
+              predicted=-0.25, verdict="consistent") for f, s in (("vpt", -0.29), ("vapt", -0.39))]
+    )
+    degenerate = pd.DataFrame(
+        [dict(family=f, regime="local", n=n, resolved_share=r, degenerate_share=0.7)
+         for f, r in (("vpt", 0.1), ("vapt", 0.0)) for n in (1000, 10_000)]
+    )
+    lines = _local_report(summary, degenerate)
+    labelled = [line for line in lines if "pre-asymptotic" in line]
+    assert len(labelled) == 1 and labelled[0].strip().startswith("vapt")
