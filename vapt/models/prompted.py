@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from vapt.config import FullConfig, MethodConfig
 from vapt.io import save_torch_atomic
-from vapt.prompts import vpt_init_range
+from vapt.models.prompts import vpt_init_range
 
 HEAD_BIAS_INIT = -math.log((1 - 0.01) / 0.01)
 
