@@ -167,6 +167,9 @@ class _FakeJob:
     def result(self) -> list[str]:
         return self._lines
 
+    def done(self) -> bool:
+        return True
+
 
 class _FakeLocalExecutor:
     """Stands in for submitit.LocalExecutor: records parameters and submissions instead of starting processes."""
