@@ -19,6 +19,16 @@ from vapt.prompted import PromptedModel, PromptedViT, count_parameters
 from vapt.swin import SWIN_BACKBONES, PromptedSwin, create_swin_model, is_swin_backbone
 
 __version__ = "0.1.0"
+_LAZY = {"gate_mass": "vapt.report.lens", "prompt_dependence": "vapt.report.lens"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the MoE lens (pandas) only when `vapt.gate_mass` or `vapt.prompt_dependence` is used."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vapt' has no attribute {name!r}")
 
 
 def create_model(
@@ -65,5 +75,7 @@ __all__ = [
     "create_backbone",
     "create_model",
     "create_swin_model",
+    "gate_mass",
     "method_config",
+    "prompt_dependence",
 ]

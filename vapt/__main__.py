@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "table": ("vapt.results", "collect result records into long-format CSV and per-task tables"),
     "figures": ("vapt.figures", "draw every paper figure from result tables"),
     "bench": ("vapt.bench", "measure step time, memory, throughput, FLOPs and parameters per method"),
+    "lens": ("vapt.report.lens_command", "the MoE lens: prompt gate mass and input dependence of trained runs"),
     "fixtures": ("vapt.data.fixtures", "write tiny datasets in the real VTAB-1K / FGVC layouts"),
 }
 
