@@ -58,14 +58,16 @@ def load_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any
         raise DataLayoutError(f"run folder {str(folder)!r} has no trainable.pt (status "
                               f"{record.get('status')!r}); expected a finished run")
     spec = parse_data(config.data, config.num_classes)
-    model = vapt.create_model(config.backbone, config.method, spec.num_classes,
-                              pretrained=bool(config.pretrained) and config.weights is None,
-                              weights=config.weights, **config.method_overrides())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # backbones without weights (vit_test) were drawn from the run's seed
+        model = vapt.create_model(config.backbone, config.method, spec.num_classes,
+                                  pretrained=bool(config.pretrained) and config.weights is None,
+                                  weights=config.weights, **config.method_overrides())
     try:
         model.load_trainable(weights_path)
     except (KeyError, ValueError, RuntimeError, OSError) as err:
         raise DataLayoutError(f"{str(weights_path)!r} does not fit the model of its run "
-                              f"({config.backbone}, {config.method}): {err}") from err
+                              f"({config.backbone}, {config.method}): {' '.join(str(err).split())}") from err
     return model.eval(), record
 
 
@@ -130,6 +132,33 @@ def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLi
         model.to("cpu")
     table = pd.concat(frames, ignore_index=True)
     return table[list(RUN_COLUMNS) + [c for c in table.columns if c not in RUN_COLUMNS]]
+
+
+def find_lens_runs(runs: str | os.PathLike, methods: Sequence[str] = ("vpt_shallow", "vpt_deep", "vapt"),
+                   tasks: Sequence[str] | None = None, backbone: str | None = None) -> dict[str, list[Path]]:
+    """Dataset -> one run folder per method (in `methods` order) for the lens, found under `runs`.
+
+    Candidates are finished runs with `trainable.pt`, on the full training data with default method
+    options, evaluated on `test` (the protocol's final runs); per method the best test top-1 is taken.
+    `tasks` (e.g. `cifar`) and `backbone` narrow the search (give `backbone` when runs of several
+    backbones share a dataset).
+    """
+    from vapt.figures import finished_runs
+
+    best: dict[tuple[str, str], dict[str, tuple[float, Path]]] = {}
+    for folder, record in finished_runs(runs):
+        config = record.get("config", {})
+        method, data = config.get("method"), str(config.get("data"))
+        test = (record.get("final") or {}).get("test")
+        if method not in methods or test is None or config.get("fraction", 1.0) != 1.0 or config.get("method_options"):
+            continue
+        if (backbone is not None and config.get("backbone") != backbone) or (
+                tasks is not None and data.split("/", 1)[-1] not in tasks):
+            continue
+        chosen = best.setdefault((data, str(config.get("backbone"))), {})
+        if method not in chosen or float(test) > chosen[method][0]:
+            chosen[method] = (float(test), folder)
+    return {data: [chosen[m][1] for m in methods if m in chosen] for (data, _), chosen in sorted(best.items())}
 
 
 def describe_source(table: pd.DataFrame) -> str:
@@ -201,4 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["describe_source", "lens_from_runs", "lens_table", "load_run", "main", "run_images", "write_lens"]
+__all__ = [
+    "dependence_rows", "describe_source", "find_lens_runs", "lens_from_runs", "lens_table", "load_run", "main",
+    "run_images", "write_lens",
+]

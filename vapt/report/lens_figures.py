@@ -66,7 +66,8 @@ def dependence_figure(dependence: pd.DataFrame, source: str) -> plt.Figure:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("layer (block index)")
         ax.set_xticks(sorted(dependence["layer"].unique()))
-    axes[0].set_ylabel("E‖P(x) − E P‖² / E‖P(x)‖²")
+        ax.set_yscale("symlog", linthresh=1e-3)  # static prompts (exactly 0) and small shares both visible
+    axes[0].set_ylabel("E‖P(x) − E P‖² / E‖P(x)‖² (symlog)")
     axes[0].legend(frameon=False, fontsize=8)
     fig.suptitle(f"Input dependence of the prompts per layer (x: prompts all zero, undefined): {source}", fontsize=10)
     fig.tight_layout()
@@ -87,13 +88,15 @@ def effective_prompts_figure(gates: pd.DataFrame, source: str) -> plt.Figure:
             ax.fill_between(mean["layer"], mean["min"], mean["max"], color=palette[run], alpha=0.15)
             if "num_prompts" in part and part["num_prompts"].max() > 0:
                 ax.axhline(float(part["num_prompts"].max()), color=palette[run], linestyle=":", linewidth=1)
-        ax.set_title(f"{QUERY_TITLES[kind]} (band: min-max over heads; dotted: prompts available)", fontsize=9)
+        ax.set_title(QUERY_TITLES[kind], fontsize=9)
         ax.set_xlabel("layer (block index)")
         ax.set_xticks(sorted(gates["layer"].unique()))
     axes[0, 0].set_ylabel("effective number of prompts")
-    axes[0, 0].set_ylim(bottom=0)
+    top = float(gates["num_prompts"].max()) if "num_prompts" in gates else float(gates["effective_prompts"].max())
+    axes[0, 0].set_ylim(0, max(top, 1.0) * 1.08)
     axes[0, 0].legend(frameon=False, fontsize=8)
-    fig.suptitle(f"How many prompt experts share the prompt mass: {source}", fontsize=10)
+    fig.suptitle(f"How many prompt experts share the prompt mass (mean over heads, band: min-max, dotted: prompts "
+                 f"available): {source}", fontsize=10)
     fig.tight_layout()
     return fig
 
