@@ -95,5 +95,5 @@ display(summary[summary["regime"] == "misspecified"][["family", "fitted_atoms", 
 for data, table in tables.items():
     figure = lens_figures.expressiveness_figure(summary, lens_command.dependence_rows(table),
                                                 "committed full simulation run", lens_command.describe_source(table))
-    paths = save_figure(figure, out / data.replace("/", "-"), "lens_vs_theory", note)
+    paths = save_figure(figure, out / data.replace("/", "-"), "lens_vs_theory", note and f"Right: {note}")
     display(Image(filename=str(paths[0])))

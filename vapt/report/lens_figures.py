@@ -128,6 +128,7 @@ def expressiveness_figure(summary: pd.DataFrame, dependence: pd.DataFrame, theor
     for run in runs:
         part = dependence[dependence["run"] == run].sort_values("layer")
         right.plot(part["layer"], part["value_dependence"], marker="o", color=palette[run], label=run)
+    right.set_xticks(sorted(dependence["layer"].unique()))
     right.set_xlabel("layer (block index)")
     right.set_ylabel("input-dependent share of prompt values")
     right.set_title(f"Trained models, {source}:\nhow input-dependent the prompt experts are", fontsize=9)
