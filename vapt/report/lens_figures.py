@@ -69,7 +69,8 @@ def dependence_figure(dependence: pd.DataFrame, source: str) -> plt.Figure:
         ax.set_yscale("symlog", linthresh=1e-3)  # static prompts (exactly 0) and small shares both visible
     axes[0].set_ylabel("E‖P(x) − E P‖² / E‖P(x)‖² (symlog)")
     axes[0].legend(frameon=False, fontsize=8)
-    fig.suptitle(f"Input dependence of the prompts per layer (x: prompts all zero, undefined): {source}", fontsize=10)
+    fig.suptitle(f"Input dependence of the prompts per layer: {source}\n(x: prompts all zero, share undefined)",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -95,8 +96,8 @@ def effective_prompts_figure(gates: pd.DataFrame, source: str) -> plt.Figure:
     top = float(gates["num_prompts"].max()) if "num_prompts" in gates else float(gates["effective_prompts"].max())
     axes[0, 0].set_ylim(0, max(top, 1.0) * 1.08)
     axes[0, 0].legend(frameon=False, fontsize=8)
-    fig.suptitle(f"How many prompt experts share the prompt mass (mean over heads, band: min-max, dotted: prompts "
-                 f"available): {source}", fontsize=10)
+    fig.suptitle(f"How many prompt experts share the prompt mass: {source}\n(mean over heads; band: min-max over "
+                 f"heads; dotted: prompts available)", fontsize=10)
     fig.tight_layout()
     return fig
 
