@@ -22,8 +22,9 @@
 # expressiveness result, read from the committed full run (static prompt experts fitted to data from
 # input-adaptive ones do not improve with more samples).
 #
-# `MODE = "smoke"` uses the digits 6-9 runs of the T1 smoke experiment (a tiny ViT on CPU);
-# `MODE = "full"` reads the T1 runs of `TASKS` under `RUNS` (ViT-B/16, ImageNet-21k).
+# `MODE = "smoke"` uses the digits 6-9 runs of the T1 smoke experiment (a tiny ViT on CPU; made or
+# reused by `python -m vapt smoke`); `MODE = "full"` prints the commands and reads the T1 runs of
+# `TASKS` under `RUNS` (ViT-B/16, ImageNet-21k). The lens itself is described in docs/lens.md.
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (the T1 runs under RUNS)
@@ -36,35 +37,31 @@ THEORY = "../figures/theory_full/summary.csv"  # the committed full theory run (
 FIGURES = "../figures/lens"  # where lens.csv and the figures go in full mode (one folder per dataset)
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 from IPython.display import Image, display
 
-from vapt import smoke
-from vapt.figures import save_figure
+from vapt.paper import catalog
 from vapt.report import lens_command, lens_figures
-
-METHODS = ("vpt_shallow", "vpt_deep", "vapt")
+from vapt.report.figures import save_figure
 
 # %%
-if MODE == "full":
-    runs, data_root, out, note = RUNS, DATA_ROOT, Path(FIGURES), None
-    found = lens_command.find_lens_runs(runs, METHODS, tasks=TASKS, backbone=BACKBONE)
-else:
-    runs, data_root, note = smoke.main_results(methods=METHODS), smoke.transfer_data(), smoke.SMOKE_LABEL
-    out = smoke.cache_dir() / "figures" / "lens"
-    found = lens_command.find_lens_runs(runs, METHODS)
-    print(note)
+setup = catalog.prepare("lens", MODE, runs=RUNS, data_root=DATA_ROOT, out=FIGURES)
+if setup.mode == "full":
+    data_root = DATA_ROOT
+    found = lens_command.find_lens_runs(setup.path, catalog.LENS_METHODS, tasks=TASKS, backbone=BACKBONE)
+else:  # the smoke runs read the data root they were trained on
+    data_root = None
+    found = lens_command.find_lens_runs(setup.path, catalog.LENS_METHODS)
 for data, folders in found.items():
     flags = " ".join(f"--run {folder}" for folder in folders)
-    print(f"python -m vapt lens {flags} --data-root {data_root} --images {IMAGES} --out {out / data.replace('/', '-')}")
+    root = f" --data-root {data_root}" if data_root else ""
+    print(f"python -m vapt lens {flags}{root} --images {IMAGES} --out {setup.out / data.replace('/', '-')}")
 
 # %%
 tables = {}
 for data, folders in found.items():
-    table, paths = lens_command.lens_from_runs(folders, data_root, out / data.replace("/", "-"), images=IMAGES,
-                                               note=note)
+    table, paths = lens_command.lens_from_runs(folders, data_root, setup.out / data.replace("/", "-"),
+                                               images=IMAGES, source=setup.source)
     tables[data] = table
     for path in paths:
         if path.suffix == ".png":
@@ -94,6 +91,6 @@ display(summary[summary["regime"] == "misspecified"][["family", "fitted_atoms", 
                                                       "ci_high", "predicted", "verdict"]])
 for data, table in tables.items():
     figure = lens_figures.expressiveness_figure(summary, lens_command.dependence_rows(table),
-                                                "committed full simulation run", lens_command.describe_source(table))
-    paths = save_figure(figure, out / data.replace("/", "-"), "lens_vs_theory", note and f"Right: {note}")
+                                                "committed full simulation run", source=setup.source)
+    paths = save_figure(figure, setup.out / data.replace("/", "-"), "lens_vs_theory")
     display(Image(filename=str(paths[0])))

@@ -8,7 +8,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from tests.torch_threads import one_cpu_thread  # noqa: F401  (an autouse fixture, registered by import)
 from vapt.config import method_config
-from vapt.prompted import PromptedViT
+from vapt.models.vit import PromptedViT
 
 NUM_TOKENS = 3
 

@@ -12,9 +12,9 @@ import torch
 import vapt
 from tests.lens.conftest import NUM_TOKENS, prompted, randomise_token_projectors, sharpen, tiny_vit
 from vapt.errors import ConfigError
-from vapt.prompted import PromptedViT
+from vapt.models.swin import create_swin_model
+from vapt.models.vit import PromptedViT
 from vapt.report import lens
-from vapt.swin import create_swin_model
 
 MASSES = ["prompt_mass", "prefix_mass", "patch_mass"]
 

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.colors
+import matplotlib.pyplot
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +21,8 @@ import vapt
 from vapt.__main__ import main as vapt_main
 from vapt.data.fixtures import write_fixtures
 from vapt.report.lens_command import load_run, run_images
-from vapt.train import TrainConfig, run_dir, train
+from vapt.run.config import TrainConfig, run_dir
+from vapt.run.train import train
 
 REPO = Path(__file__).parents[2]
 METHODS = ("vpt_shallow", "vpt_deep", "vapt")
@@ -87,7 +91,7 @@ def test_a_rebuilt_run_reproduces_its_recorded_accuracy(trained):
     from torch.utils.data import DataLoader
 
     from vapt.data import build_dataset, parse_data
-    from vapt.train import evaluate
+    from vapt.run.train import evaluate
 
     data_root, runs = trained
     for method in METHODS:
@@ -99,6 +103,48 @@ def test_a_rebuilt_run_reproduces_its_recorded_accuracy(trained):
         trained_backbone = vapt.create_model("vit_test", method, 100, num_tokens=3).backbone.state_dict()
         for name, tensor in model.backbone.state_dict().items():
             assert torch.equal(tensor, trained_backbone[name]), name
+
+
+def test_grad_cam_and_the_lens_rebuild_the_same_model_without_touching_the_random_state(trained):
+    from vapt.report.gradcam import load_run_model
+
+    _, runs = trained
+    for method in METHODS:
+        lens_model, _ = load_run(runs[method])
+        torch.manual_seed(123)
+        state = torch.random.get_rng_state()
+        cam_model = load_run_model(runs[method])
+        assert torch.equal(torch.random.get_rng_state(), state)
+        cam_state = cam_model.state_dict()
+        for name, tensor in lens_model.state_dict().items():
+            assert torch.equal(tensor, cam_state[name]), (method, name)
+
+
+def test_figures_of_data_that_is_not_the_papers_carry_no_paper_dataset_title(trained, tmp_path):
+    from vapt.report import lens_figures
+    from vapt.report.figures import DataSource
+    from vapt.report.lens_command import lens_table
+
+    data_root, runs = trained
+    table = lens_table([runs[m] for m in METHODS], data_root, images=4, device="cpu")
+    fixture = DataSource("FIXTURE (random images in the VTAB-1K layout)", paper_datasets=False)
+    for make in (lens_figures.prompt_mass_figure, lens_figures.effective_prompts_figure):
+        texts = [t.get_text() for t in make(table, source=fixture).findobj(matplotlib.text.Text)]
+        assert not any("CIFAR-100" in t for t in texts) and any("task cifar" in t for t in texts)
+        assert any(fixture.label in t for t in texts)
+        paper = [t.get_text() for t in make(table, source=DataSource("runs")).findobj(matplotlib.text.Text)]
+        assert any("CIFAR-100" in t for t in paper)
+    legend = lens_figures.dependence_figure(table.drop_duplicates(["run", "layer"]), source=fixture).axes[0]
+    colours = {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in legend.get_lines()}
+    assert colours == {vapt.METHODS[m].label: vapt.METHODS[m].colour for m in METHODS}
+    matplotlib.pyplot.close("all")
+
+
+def test_help_ends_with_the_documentation_line(capsys):
+    with pytest.raises(SystemExit):
+        vapt_main(["lens", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.endswith(vapt.DOCS_HELP) and "docs/lens.md" in out
 
 
 def test_a_run_without_prompts_gets_zero_prompt_mass_and_no_dependence(trained, tmp_path):

@@ -58,8 +58,8 @@ def lens_layout(model: nn.Module) -> LensLayout:
     from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
 
-    from vapt.prompted import PromptedViT
-    from vapt.swin import PromptedSwin
+    from vapt.models.swin import PromptedSwin
+    from vapt.models.vit import PromptedViT
 
     if isinstance(model, (PromptedSwin, SwinTransformer)):
         raise ConfigError(

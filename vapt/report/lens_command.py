@@ -9,7 +9,7 @@ the layer's rows; NaN for models without prompts). Figures (PNG + PDF): `lens_pr
 (layer x head heatmaps), `lens_dependence` (per layer) and `lens_effective_prompts` (per layer);
 several `--run` are drawn side by side.
 
-`python -m vapt lens --run RUN_DIR [--run RUN_DIR ...] --data-root DATA [--split test] [--images 256] --out DIR`
+`python -m vapt lens --run RUN_DIR [--run RUN_DIR ...] [--data-root DATA] [--split test] [--images 256] --out DIR`
 """
 
 from __future__ import annotations
@@ -18,65 +18,57 @@ import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from vapt import DOCS_HELP
 from vapt.errors import ConfigError, DataLayoutError
+from vapt.models.backbones import is_swin_backbone
+from vapt.report.figures import DataSource, save_figure, set_style
 from vapt.report.lens import gate_mass, lens_layout, num_prompt_tokens, prompt_dependence
+from vapt.report.paper import method_label
+from vapt.report.runs import best_runs, load_run_model, read_run
+from vapt.run.record import RunRecord
 
 FIGURES: tuple[str, ...] = ("lens_prompt_mass", "lens_dependence", "lens_effective_prompts")
 RUN_COLUMNS: tuple[str, ...] = ("run", "method", "backbone", "data", "split", "images", "num_prompts", "run_dir")
 
 
-def load_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, RunRecord]:
     """The trained model of a run folder (backbone, method options, `trainable.pt`) and its result record.
 
-    Raises DataLayoutError / ConfigError naming the folder or file when the run cannot be rebuilt.
+    Rebuilt by `vapt.report.runs.load_run_model`; raises DataLayoutError / ConfigError naming the folder
+    or file when the run cannot be rebuilt or its backbone is not a ViT.
     """
-    import vapt
-    from vapt.data import parse_data
-    from vapt.records import read_record
-    from vapt.swin import is_swin_backbone
-    from vapt.train import TrainConfig
-
-    folder = Path(run_dir)
-    if not folder.is_dir():
-        raise DataLayoutError(f"run folder {str(folder)!r} does not exist")
-    record_path, weights_path = folder / "result.json", folder / "trainable.pt"
-    if not record_path.is_file():
-        raise DataLayoutError(f"run folder {str(folder)!r} has no result.json; expected a run written by "
-                              f"`python -m vapt train`")
-    record = read_record(record_path)
-    config = TrainConfig.from_dict(record["config"])
-    if is_swin_backbone(config.backbone):
-        raise ConfigError(f"run {str(folder)!r} uses the Swin backbone {config.backbone!r}; the MoE lens supports "
+    record = read_run(run_dir)
+    backbone = str(record.config.get("backbone"))
+    if is_swin_backbone(backbone):
+        raise ConfigError(f"run {str(run_dir)!r} uses the Swin backbone {backbone!r}; the MoE lens supports "
                           f"ViT backbones only")
-    if not weights_path.is_file():
-        raise DataLayoutError(f"run folder {str(folder)!r} has no trainable.pt (status "
-                              f"{record.get('status')!r}); expected a finished run")
-    spec = parse_data(config.data, config.num_classes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)  # backbones without weights (vit_test) were drawn from the run's seed
-        model = vapt.create_model(config.backbone, config.method, spec.num_classes,
-                                  pretrained=bool(config.pretrained) and config.weights is None,
-                                  weights=config.weights, **config.method_overrides())
-    try:
-        model.load_trainable(weights_path)
-    except (KeyError, ValueError, RuntimeError, OSError) as err:
-        raise DataLayoutError(f"{str(weights_path)!r} does not fit the model of its run "
-                              f"({config.backbone}, {config.method}): {' '.join(str(err).split())}") from err
-    return model.eval(), record
+    return load_run_model(run_dir, record), record
 
 
-def run_images(record: dict[str, Any], data_root: str | os.PathLike, split: str, count: int,
+def _data_root(record: RunRecord, data_root: str | os.PathLike | None) -> str | os.PathLike:
+    if data_root is not None:
+        return data_root
+    recorded = record.config.get("data_root")
+    if not recorded:
+        raise ConfigError(f"run {record.run_id!r} records no data_root; give --data-root")
+    return recorded
+
+
+def run_images(record: RunRecord, data_root: str | os.PathLike | None, split: str, count: int,
                image_size: int) -> torch.Tensor:
-    """`count` images (evenly spaced over the split) of the run's dataset, preprocessed for evaluation."""
+    """`count` images (evenly spaced over the split) of the run's dataset, preprocessed for evaluation.
+
+    `data_root` None: the run's recorded data root.
+    """
     from vapt.data import build_dataset, parse_data
 
-    config = record["config"]
+    config = record.config
+    data_root = _data_root(record, data_root)
     spec = parse_data(config["data"], config.get("num_classes"))
     if split not in spec.splits:
         raise ConfigError(f"split {split!r} is not one of {spec.name}'s splits: {', '.join(spec.splits)}")
@@ -87,11 +79,9 @@ def run_images(record: dict[str, Any], data_root: str | os.PathLike, split: str,
     return torch.stack([dataset[int(i)][0] for i in chosen])
 
 
-def _labels(records: Sequence[dict[str, Any]]) -> list[str]:
-    from vapt.results import METHOD_LABELS
-
-    configs = [r["config"] for r in records]
-    labels = [METHOD_LABELS.get(c["method"], c["method"]) for c in configs]
+def _labels(records: Sequence[RunRecord]) -> list[str]:
+    configs = [r.config for r in records]
+    labels = [method_label(c["method"]) for c in configs]
     if len({c["data"] for c in configs}) > 1:
         labels = [f"{label} ({c['data'].split('/', 1)[-1]})" for label, c in zip(labels, configs, strict=True)]
     if len({c["backbone"] for c in configs}) > 1:
@@ -104,10 +94,13 @@ def _labels(records: Sequence[dict[str, Any]]) -> list[str]:
     return unique
 
 
-def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLike, split: str = "test",
-               images: int = 256, device: str = "auto", batch_size: int = 32) -> pd.DataFrame:
-    """The lens of every run as one table: run columns, gate-mass columns and per-layer dependence columns."""
-    from vapt.train import resolve_device
+def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLike | None = None,
+               split: str = "test", images: int = 256, device: str = "auto", batch_size: int = 32) -> pd.DataFrame:
+    """The lens of every run as one table: run columns, gate-mass columns and per-layer dependence columns.
+
+    `data_root` None: each run's recorded data root.
+    """
+    from vapt.run.train import resolve_device
 
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
         raise ConfigError(f"--images must be a positive integer, got {images!r}")
@@ -124,7 +117,7 @@ def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLi
             gates = gates.merge(prompt_dependence(model, inputs, batch_size=batch_size), on="layer", how="left")
         else:
             gates = gates.assign(dependence=np.nan, value_dependence=np.nan)
-        config = record["config"]
+        config = record.config
         run_columns = {"run": label, "method": config["method"], "backbone": config["backbone"],
                        "data": config["data"], "split": split, "images": len(inputs), "num_prompts": prompts,
                        "run_dir": str(folder)}
@@ -139,85 +132,96 @@ def find_lens_runs(runs: str | os.PathLike, methods: Sequence[str] = ("vpt_shall
     """Dataset -> one run folder per method (in `methods` order) for the lens, found under `runs`.
 
     Candidates are finished runs with `trainable.pt`, on the full training data with default method
-    options, evaluated on `test` (the protocol's final runs); per method the best test top-1 is taken.
-    `tasks` (e.g. `cifar`) and `backbone` narrow the search (give `backbone` when runs of several
-    backbones share a dataset).
+    options, evaluated on `test` (the protocol's final runs); per method the best test top-1 is taken
+    (`vapt.report.runs.best_runs`). `tasks` (e.g. `cifar`) and `backbone` narrow the search (give
+    `backbone` when runs of several backbones share a dataset).
     """
-    from vapt.figures import finished_runs
-
-    best: dict[tuple[str, str], dict[str, tuple[float, Path]]] = {}
-    for folder, record in finished_runs(runs):
-        config = record.get("config", {})
-        method, data = config.get("method"), str(config.get("data"))
-        test = (record.get("final") or {}).get("test")
-        if method not in methods or test is None or config.get("fraction", 1.0) != 1.0 or config.get("method_options"):
-            continue
-        if (backbone is not None and config.get("backbone") != backbone) or (
+    found = best_runs(runs, methods, splits=("test",))
+    chosen: dict[str, list[Path]] = {}
+    for (run_backbone, data), by_method in sorted(found.items(), key=lambda item: (item[0][1], item[0][0])):
+        if (backbone is not None and run_backbone != backbone) or (
                 tasks is not None and data.split("/", 1)[-1] not in tasks):
             continue
-        chosen = best.setdefault((data, str(config.get("backbone"))), {})
-        if method not in chosen or float(test) > chosen[method][0]:
-            chosen[method] = (float(test), folder)
-    return {data: [chosen[m][1] for m in methods if m in chosen] for (data, _), chosen in sorted(best.items())}
+        chosen[data] = [by_method[m] for m in methods if m in by_method]
+    return chosen
 
 
-def describe_source(table: pd.DataFrame) -> str:
-    """Where the numbers came from, for figure titles: backbone(s), dataset(s), split and image count."""
-    def join(column: str) -> str:
-        return ", ".join(str(v) for v in dict.fromkeys(table[column]))
+def describe_source(table: pd.DataFrame, source: DataSource | None = None) -> str:
+    """What a lens table was measured on (backbone, task, split, images): `lens_figures.describe_runs`."""
+    from vapt.report.lens_figures import describe_runs
 
-    counts = join("images")
-    return f"{join('backbone')} on {join('data')} ({join('split')} split, {counts} images)"
+    return describe_runs(table, source)
+
+
+def lens_source(run_dirs: Sequence[str | os.PathLike], note: str | None = None) -> DataSource:
+    """The data source of a lens measurement: `note` (data that is not the paper's), else the run folders."""
+    if note:
+        return DataSource(note, paper_datasets=False)
+    return DataSource("runs " + ", ".join(str(folder) for folder in run_dirs))
 
 
 def dependence_rows(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, layer) with the dependence columns (the lens table repeats them per head)."""
-    return table.drop_duplicates(["run", "layer"])[["run", "layer", "dependence", "value_dependence"]]
+    columns = [c for c in RUN_COLUMNS if c in table] + ["layer", "dependence", "value_dependence"]
+    return table.drop_duplicates(["run", "layer"])[columns]
 
 
-def write_lens(table: pd.DataFrame, out: str | os.PathLike, note: str | None = None) -> list[Path]:
-    """Write `lens.csv` and the three lens figures (PNG + PDF) under `out` atomically; returns the paths."""
-    from vapt.atomic import write_text_atomic
-    from vapt.figures import save_figure, set_style
+def write_lens(table: pd.DataFrame, out: str | os.PathLike, note: str | None = None,
+               source: DataSource | None = None) -> list[Path]:
+    """Write `lens.csv` and the three lens figures (PNG + PDF) under `out` atomically; returns the paths.
+
+    `source` (or `note`, a label of data that is not the paper's) is written under every figure.
+    """
+    from vapt.io import write_text_atomic
     from vapt.report import lens_figures as F
 
+    if source is None:
+        source = lens_source(list(dict.fromkeys(table["run_dir"])), note)
     out = Path(out)
     paths = [write_text_atomic(out / "lens.csv", table.to_csv(index=False))]
     set_style()
-    source = describe_source(table)
     prompted = table[table["num_prompts"] > 0]
     figures = {
-        "lens_prompt_mass": F.prompt_mass_figure(table, source),
-        "lens_effective_prompts": F.effective_prompts_figure(table, source),
+        "lens_prompt_mass": F.prompt_mass_figure(table, source=source),
+        "lens_effective_prompts": F.effective_prompts_figure(table, source=source),
     }
     if not prompted.empty:
-        figures["lens_dependence"] = F.dependence_figure(dependence_rows(prompted), source)
+        figures["lens_dependence"] = F.dependence_figure(dependence_rows(prompted), source=source)
     for name in FIGURES:
         if name in figures:
-            paths += save_figure(figures[name], out, name, note)
+            paths += save_figure(figures[name], out, name)
     return paths
 
 
-def lens_from_runs(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLike, out: str | os.PathLike,
-                   split: str = "test", images: int = 256, note: str | None = None, device: str = "auto",
-                   batch_size: int = 32) -> tuple[pd.DataFrame, list[Path]]:
-    """Measure every run and write `lens.csv` and the figures under `out`; returns the table and the paths."""
+def lens_from_runs(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLike | None,
+                   out: str | os.PathLike, split: str = "test", images: int = 256, note: str | None = None,
+                   device: str = "auto", batch_size: int = 32,
+                   source: DataSource | None = None) -> tuple[pd.DataFrame, list[Path]]:
+    """Measure every run and write `lens.csv` and the figures under `out`; returns the table and the paths.
+
+    `data_root` None: each run's recorded data root. `source` (default: from `note` or the run folders)
+    is written under every figure.
+    """
     table = lens_table(run_dirs, data_root, split, images, device, batch_size)
-    return table, write_lens(table, out, note)
+    return table, write_lens(table, out, note, source or lens_source(run_dirs, note))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m vapt lens --run RUN_DIR [...] --data-root DATA --out DIR`: measure runs, write CSV and figures."""
-    parser = argparse.ArgumentParser(prog="python -m vapt lens", description=__doc__.split("\n\n")[0])
+    """`python -m vapt lens --run RUN_DIR [...] --out DIR`: measure runs, write CSV and figures."""
+    parser = argparse.ArgumentParser(prog="python -m vapt lens", epilog=DOCS_HELP,
+                                     description=__doc__.split("\n\n")[0] + " The lens is described in docs/lens.md.")
     parser.add_argument("--run", dest="runs", action="append", required=True, metavar="RUN_DIR",
                         help="a finished run folder (result.json + trainable.pt); repeat to compare runs")
-    parser.add_argument("--data-root", required=True, help="holds vtab-1k/<task>/ and FGVC <dataset>/")
+    parser.add_argument("--data-root", default=None,
+                        help="holds vtab-1k/<task>/ and FGVC <dataset>/ (default: each run's recorded data root)")
     parser.add_argument("--split", default="test", help="dataset split the images come from (default: test)")
     parser.add_argument("--images", type=int, default=256, help="images per run (default: 256)")
     parser.add_argument("--out", required=True, help="output folder for lens.csv and the figures")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    parser.add_argument("--note", default=None, help="a line printed under every figure (e.g. a smoke label)")
+    parser.add_argument("--note", default=None,
+                        help="a line printed under every figure, marking data that is not the paper's (e.g. a "
+                        "smoke label); the figures then name no paper dataset")
     args = parser.parse_args(argv)
     table, paths = lens_from_runs(args.runs, args.data_root, args.out, args.split, args.images, args.note,
                                   args.device, args.batch_size)
@@ -231,6 +235,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
-    "dependence_rows", "describe_source", "find_lens_runs", "lens_from_runs", "lens_table", "load_run", "main",
-    "run_images", "write_lens",
+    "dependence_rows", "describe_source", "find_lens_runs", "lens_from_runs", "lens_source",
+    "lens_table", "load_run", "main", "run_images", "write_lens",
 ]

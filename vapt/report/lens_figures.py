@@ -1,7 +1,10 @@
 """Figures of the MoE lens: each function takes lens tables and returns a matplotlib figure (nothing is saved).
 
-Tables carry a `run` column (a readable label per model) beside the columns of `vapt.report.lens`;
-`source` says where the numbers came from (backbone, data, split, images) and goes into the titles.
+Tables carry the run columns of `vapt.report.lens_command` (`run`: a readable label per model, `method`,
+`backbone`, `data`, `split`, `images`) beside the columns of `vapt.report.lens`. The titles say what
+was measured (backbone, task, split, images); `source` (`vapt.report.figures.DataSource`) is written
+under the figure, and a task carries a paper dataset's title only when `source` says it is the paper's
+data. Runs are drawn in their method's colour (`vapt.report.paper.method_colour`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from vapt.report.figures import DataSource, _finish, task_title  # noqa: E402
+from vapt.report.paper import method_colour  # noqa: E402
+
 QUERY_TITLES = {"cls": "CLS query", "patch": "patch queries"}
 
 
@@ -21,11 +27,29 @@ def _runs(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["run"]))
 
 
-def _palette(runs: list[str]) -> dict[str, tuple]:
+def _palette(frame: pd.DataFrame) -> dict[str, object]:
+    """Run -> colour: its method's colour when every run has its own method, else one colour per run."""
+    runs = _runs(frame)
+    methods = frame.drop_duplicates("run").set_index("run")["method"] if "method" in frame else None
+    if methods is not None and methods.nunique() == len(runs):
+        return {run: method_colour(str(methods[run])) for run in runs}
     return dict(zip(runs, sns.color_palette("deep", n_colors=max(len(runs), 1)), strict=False))
 
 
-def prompt_mass_figure(gates: pd.DataFrame, source: str) -> plt.Figure:
+def describe_runs(table: pd.DataFrame, source: DataSource | None = None) -> str:
+    """What the numbers were measured on, for titles: backbone(s), task(s), split and image count.
+
+    Tasks are named by `vapt.report.figures.task_title`: a paper dataset's title only when `source`
+    says the data is the paper's.
+    """
+    def join(values) -> str:
+        return ", ".join(str(v) for v in dict.fromkeys(values))
+
+    tasks = join(task_title(str(data).split("/", 1)[-1], source) for data in table["data"])
+    return f"{join(table['backbone'])} on {tasks} ({join(table['split'])} split, {join(table['images'])} images)"
+
+
+def prompt_mass_figure(gates: pd.DataFrame, source: DataSource | None = None) -> plt.Figure:
     """Layer x head heatmaps of the mean gate mass on prompt keys: one column per run, one row per query kind."""
     runs = _runs(gates)
     kinds = [k for k in QUERY_TITLES if k in set(gates["query"])]
@@ -45,15 +69,14 @@ def prompt_mass_figure(gates: pd.DataFrame, source: str) -> plt.Figure:
             ax.set_title(f"{run}\n{QUERY_TITLES[kind]}", fontsize=9)
             ax.set_xlabel("head")
             ax.set_ylabel("layer" if col == 0 else "")
-    fig.suptitle(f"Gate mass on prompt keys per layer and head: {source}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    fig.suptitle(f"Gate mass on prompt keys per layer and head: {describe_runs(gates, source)}", fontsize=10)
+    return _finish(fig, source)
 
 
-def dependence_figure(dependence: pd.DataFrame, source: str) -> plt.Figure:
+def dependence_figure(dependence: pd.DataFrame, source: DataSource | None = None) -> plt.Figure:
     """Input-dependent share of the prompt tokens (left) and of the prompt experts' values (right) per layer."""
     runs = _runs(dependence)
-    palette = _palette(runs)
+    palette = _palette(dependence)
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True)
     for ax, column, title in zip(axes, ("dependence", "value_dependence"),
                                  ("prompt tokens P(x)", "prompt experts' values W_V P(x)"), strict=True):
@@ -69,16 +92,15 @@ def dependence_figure(dependence: pd.DataFrame, source: str) -> plt.Figure:
         ax.set_yscale("symlog", linthresh=1e-3)  # static prompts (exactly 0) and small shares both visible
     axes[0].set_ylabel("E‖P(x) − E P‖² / E‖P(x)‖² (symlog)")
     axes[0].legend(frameon=False, fontsize=8)
-    fig.suptitle(f"Input dependence of the prompts per layer: {source}\n(x: prompts all zero, share undefined)",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
+    fig.suptitle(f"Input dependence of the prompts per layer: {describe_runs(dependence, source)}\n"
+                 f"(x: prompts all zero, share undefined)", fontsize=10)
+    return _finish(fig, source)
 
 
-def effective_prompts_figure(gates: pd.DataFrame, source: str) -> plt.Figure:
+def effective_prompts_figure(gates: pd.DataFrame, source: DataSource | None = None) -> plt.Figure:
     """Effective number of prompts (exp entropy of the per-prompt gate mass), mean over heads, per layer."""
     runs = _runs(gates)
-    palette = _palette(runs)
+    palette = _palette(gates)
     kinds = [k for k in QUERY_TITLES if k in set(gates["query"])]
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.8 * len(kinds), 3.6), sharey=True, squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
@@ -96,18 +118,18 @@ def effective_prompts_figure(gates: pd.DataFrame, source: str) -> plt.Figure:
     top = float(gates["num_prompts"].max()) if "num_prompts" in gates else float(gates["effective_prompts"].max())
     axes[0, 0].set_ylim(0, max(top, 1.0) * 1.08)
     axes[0, 0].legend(frameon=False, fontsize=8)
-    fig.suptitle(f"How many prompt experts share the prompt mass: {source}\n(mean over heads; band: min-max over "
-                 f"heads; dotted: prompts available)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    fig.suptitle(f"How many prompt experts share the prompt mass: {describe_runs(gates, source)}\n(mean over heads; "
+                 f"band: min-max over heads; dotted: prompts available)", fontsize=10)
+    return _finish(fig, source)
 
 
 def expressiveness_figure(summary: pd.DataFrame, dependence: pd.DataFrame, theory_source: str,
-                          source: str) -> plt.Figure:
+                          source: DataSource | None = None) -> plt.Figure:
     """Theory beside the lens: misspecified-fit slopes (simulation, left) and measured input dependence (right).
 
     `summary` is a theory summary table (`python -m theory.sample_efficiency`); its `misspecified` rows
-    fit VPT (static experts) and VAPT to data drawn from a VAPT model.
+    fit VPT (static experts) and VAPT to data drawn from a VAPT model; `theory_source` names the
+    simulation run in the left title, `source` is the data source of the trained models (right).
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
     rows = summary[(summary["regime"] == "misspecified") & (summary["metric"] == "L2")].copy()
@@ -125,17 +147,19 @@ def expressiveness_figure(summary: pd.DataFrame, dependence: pd.DataFrame, theor
     left.set_title(f"Theory, {theory_source}:\nstatic experts cannot fit input-adaptive ones (slope 0)", fontsize=9)
     left.legend(frameon=False, fontsize=7)
     runs = _runs(dependence)
-    palette = _palette(runs)
+    palette = _palette(dependence)
     for run in runs:
         part = dependence[dependence["run"] == run].sort_values("layer")
         right.plot(part["layer"], part["value_dependence"], marker="o", color=palette[run], label=run)
     right.set_xticks(sorted(dependence["layer"].unique()))
     right.set_xlabel("layer (block index)")
     right.set_ylabel("input-dependent share of prompt values")
-    right.set_title(f"Trained models, {source}:\nhow input-dependent the prompt experts are", fontsize=9)
+    right.set_title(f"Trained models, {describe_runs(dependence, source)}:\nhow input-dependent the prompt experts "
+                    f"are", fontsize=9)
     right.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, source)
 
 
-__all__ = ["dependence_figure", "effective_prompts_figure", "expressiveness_figure", "prompt_mass_figure"]
+__all__ = [
+    "dependence_figure", "describe_runs", "effective_prompts_figure", "expressiveness_figure", "prompt_mass_figure",
+]
