@@ -140,6 +140,17 @@ def test_figures_of_data_that_is_not_the_papers_carry_no_paper_dataset_title(tra
     matplotlib.pyplot.close("all")
 
 
+def test_without_data_root_each_run_reads_its_recorded_data(trained, tmp_path):
+    data_root, runs = trained
+    given = tmp_path / "given"
+    assert vapt_main(lens_argv([runs["vapt"]], data_root, given, "--images", "3")) == 0
+    argv = [a for a in lens_argv([runs["vapt"]], data_root, tmp_path / "recorded", "--images", "3")
+            if a not in ("--data-root", str(data_root))]
+    assert "--data-root" not in argv and vapt_main(argv) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(given / "lens.csv"), pd.read_csv(tmp_path / "recorded" / "lens.csv"))
+    assert vapt_main(lens_argv([runs["vapt"]], tmp_path / "no-data", tmp_path / "bad", "--images", "3")) == 2
+
+
 def test_help_ends_with_the_documentation_line(capsys):
     with pytest.raises(SystemExit):
         vapt_main(["lens", "--help"])
