@@ -4,7 +4,9 @@ Optimization follows PROTOCOL.md §3: SGD (momentum 0.9; AdamW for `full`), cros
 rate = grid value x batch_size / 256, linear warm-up from 0 then cosine to 0, stepped once per
 epoch with timm's CosineLRScheduler. Warm-up lasts 10 epochs for the paper's 100; for other run
 lengths it is min(10, epochs // 10) unless `warmup_epochs` is given. Weight decay applies to every
-trainable parameter except the head bias. CUDA runs use bf16 autocast, CPU runs fp32.
+trainable parameter except the head bias. CUDA runs use bf16 autocast (`--precision fp32` turns it
+off), CPU runs fp32. VTAB-1K images are resized with TensorFlow v1's bilinear rule by default (`--resize`),
+and preprocessed images come from a uint8 cache built on first use (`--no-cache`: decode every epoch).
 
 Each epoch writes `<out>/<run id>/checkpoint.pt` (trainable parameters, optimizer, scheduler and
 RNG states); the same command resumes from it, and the data order depends only on (seed, epoch),
@@ -43,10 +45,13 @@ from tqdm import tqdm
 
 from vapt.atomic import save_torch_atomic, write_json_atomic
 from vapt.backbones import TEST_BACKBONES
+from vapt.data.cache import cached_run_loaders
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
+from vapt.data.resize import DEFAULT_RESIZE, RESIZE_MODES, resolve_resize
 from vapt.errors import ConfigError
 
 PAPER_EPOCHS = 100
+PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
 PAPER_BATCH_SIZE = 64
 NON_FINITE = "non_finite_loss"
 
@@ -78,6 +83,11 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int | None = None
     eval_every: int = 1
+    resize: str | None = None
+    precision: str = "bf16"
+    cache: bool = True
+    cache_dir: str | None = None
+    compile: bool = False
 
     def resolved(self) -> TrainConfig:
         """Validate every field and fill the data-dependent defaults (splits, warm-up)."""
@@ -94,6 +104,9 @@ class TrainConfig:
             raise ConfigError(f"fraction must be in (0, 1], got {self.fraction!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        resize = resolve_resize(spec.benchmark, self.resize)
         warmup = min(10, self.epochs // 10) if self.warmup_epochs is None else self.warmup_epochs
         if not isinstance(warmup, int) or not 0 <= warmup < self.epochs:
             raise ConfigError(f"warmup_epochs must be an integer in [0, epochs), got {warmup!r}")
@@ -105,7 +118,7 @@ class TrainConfig:
                     f"split {split!r} is not one of {spec.name}'s splits: {', '.join(spec.splits)}"
                 )
         return dataclasses.replace(
-            self, warmup_epochs=warmup, train_split=train_split, eval_splits=eval_splits,
+            self, warmup_epochs=warmup, train_split=train_split, eval_splits=eval_splits, resize=resize,
             method_options=tuple(sorted((str(k), v) for k, v in self.method_options)),
         )
 
@@ -155,6 +168,10 @@ def run_id(config: TrainConfig) -> str:
         leaf += f"_wu{config.warmup_epochs}"
     if config.batch_size != PAPER_BATCH_SIZE:
         leaf += f"_bs{config.batch_size}"
+    if config.resize != DEFAULT_RESIZE[benchmark]:
+        leaf += f"_rs{config.resize}"
+    if config.precision != "bf16":
+        leaf += f"_{config.precision}"
     parts = [f"{benchmark}-{task}", config.backbone, method, splits, leaf]
     return "/".join(p.replace("/", "_").replace(" ", "_") for p in parts)
 
@@ -266,21 +283,23 @@ def _batches(loader: DataLoader, desc: str) -> Iterator[tuple[torch.Tensor, torc
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> float:
-    """Top-1 accuracy in percent (0-100)."""
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, precision: str = "bf16") -> float:
+    """Top-1 accuracy in percent (0-100); `precision` is the CUDA autocast precision (CPU always runs fp32)."""
     model.eval()
     correct = total = 0
     for images, labels in _batches(loader, "eval"):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with _autocast(device):
+        with _autocast(device, precision):
             logits = model(images)
         correct += int((logits.argmax(dim=1) == labels).sum())
         total += labels.numel()
     return 100.0 * correct / total
 
 
-def _autocast(device: torch.device) -> Any:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def _autocast(device: torch.device, precision: str = "bf16") -> Any:
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def _loader(dataset: Dataset, config: TrainConfig, device: torch.device, shuffle: bool,
@@ -325,16 +344,22 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
                           f"which takes {model.image_size} px input")
     config = dataclasses.replace(config, image_size=model.image_size, pretrained=pretrained)
 
-    train_set: Dataset = build_dataset(spec, config.data_root, config.train_split, config.image_size, True)
+    train_set: Dataset = build_dataset(spec, config.data_root, config.train_split, config.image_size, True,
+                                       config.resize)
     if config.fraction < 1.0:
         train_set = Subset(train_set, stratified_fraction(train_set.targets, config.fraction, config.seed))
-    eval_sets = {s: build_dataset(spec, config.data_root, s, config.image_size) for s in config.eval_splits}
+    eval_sets = {s: build_dataset(spec, config.data_root, s, config.image_size, resize=config.resize)
+                 for s in config.eval_splits}
     model.to(device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     loader_generator = torch.Generator()
     train_loader = _loader(train_set, config, device, shuffle=True, generator=loader_generator)
     eval_loaders = {s: _loader(d, config, device, False, torch.Generator()) for s, d in eval_sets.items()}
+    if config.cache:
+        train_loader, eval_loaders = cached_run_loaders(config, train_set, eval_sets, device, loader_generator)
+    if config.compile:
+        model.compile()
 
     record: dict[str, Any] = {
         "run_id": run_id(config), "config": config.to_dict(), "epochs": [], "final": {},
@@ -372,7 +397,7 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
             loss_sum, seen = 0.0, 0
             for images, labels in _batches(train_loader, f"epoch {epoch + 1}/{config.epochs}"):
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                with _autocast(device):
+                with _autocast(device, config.precision):
                     logits = model(images)
                 loss = F.cross_entropy(logits.float(), labels)
                 if not torch.isfinite(loss):
@@ -385,7 +410,7 @@ def train(config: TrainConfig, stop_after: int | None = None) -> dict[str, Any]:
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen}
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 for split, loader in eval_loaders.items():
-                    row[f"{split}_top1"] = evaluate(model, loader, device)
+                    row[f"{split}_top1"] = evaluate(model, loader, device, config.precision)
             record["epochs"].append(row)
             print(" ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
             save_torch_atomic(checkpoint_path, {
@@ -440,6 +465,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--num-workers", type=int, default=None, help="loader workers (default 0 on CPU)")
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs and at the end")
+    parser.add_argument("--resize", choices=RESIZE_MODES, default=None,
+                        help="tf1: TensorFlow v1 bilinear (VTAB-1K default), pil: PIL anti-aliased (FGVC default)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="bf16",
+                        help="CUDA autocast precision (default bf16); no effect on CPU, which always runs fp32")
+    parser.add_argument("--no-cache", dest="cache", action="store_false",
+                        help="decode and resize every image in every epoch instead of using the preprocessed cache")
+    parser.add_argument("--cache-dir", default=None,
+                        help="preprocessed cache folder (default: DATA_ROOT/.vapt-cache if writable, else ~/.cache/vapt)")
+    parser.add_argument("--compile", action="store_true", help="run the model under torch.compile (off by default)")
 
 
 def config_from_args(args: argparse.Namespace, **fields: Any) -> TrainConfig:
