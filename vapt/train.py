@@ -45,8 +45,8 @@ from tqdm import tqdm
 
 from vapt.atomic import save_torch_atomic, write_json_atomic
 from vapt.backbones import TEST_BACKBONES
-from vapt.data.cache import cached_run_loaders
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
+from vapt.data.cache import cached_run_loaders
 from vapt.data.resize import DEFAULT_RESIZE, RESIZE_MODES, resolve_resize
 from vapt.errors import ConfigError
 
@@ -472,7 +472,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", dest="cache", action="store_false",
                         help="decode and resize every image in every epoch instead of using the preprocessed cache")
     parser.add_argument("--cache-dir", default=None,
-                        help="preprocessed cache folder (default: DATA_ROOT/.vapt-cache if writable, else ~/.cache/vapt)")
+                        help="preprocessed cache (default: DATA_ROOT/.vapt-cache if writable, else ~/.cache/vapt)")
     parser.add_argument("--compile", action="store_true", help="run the model under torch.compile (off by default)")
 
 
