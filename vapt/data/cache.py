@@ -332,7 +332,7 @@ class CachedLoader:
         for positions in self.order:
             chosen = self.indices[positions]
             pixels = self._pixels(chosen).to(self.device, non_blocking=True)
-            images = pixels.to(torch.float32).div(255).sub(self.mean).div(self.std)
+            images = pixels.to(torch.float32).div_(255).sub_(self.mean).div_(self.std)  # in place: one allocation
             yield images, self.split.labels[chosen.to(self.split.labels.device)].to(self.device)
 
 

@@ -36,32 +36,38 @@ def resolve_resize(benchmark: str, resize: str | None) -> str:
     return resize
 
 
-def _source_indices(in_size: int, out_size: int) -> tuple[Tensor, Tensor, Tensor]:
+def _source_indices(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lower and upper source indices and the interpolation weight of each output index (TF v1 rule)."""
-    scale = torch.tensor(in_size, dtype=torch.float32) / out_size
-    source = torch.arange(out_size, dtype=torch.float32) * scale
-    lower = torch.floor(source)
+    scale = np.float32(in_size) / np.float32(out_size)
+    source = np.arange(out_size, dtype=np.float32) * scale
+    lower = np.floor(source)
     weight = source - lower
-    lower = lower.long().clamp(max=in_size - 1)
-    upper = (lower + 1).clamp(max=in_size - 1)
+    lower = np.minimum(lower.astype(np.int64), in_size - 1)
+    upper = np.minimum(lower + 1, in_size - 1)
     return lower, upper, weight
 
 
-def tf1_resize(image: Tensor, size: Sequence[int]) -> Tensor:
-    """Resize (..., H, W) to (..., size[0], size[1]) with TF v1 bilinear; returns float32 in the input's range."""
-    if image.ndim < 2:
-        raise ConfigError(f"tf1_resize needs an image of shape (..., H, W), got shape {tuple(image.shape)}")
+def tf1_resize(image: Tensor | np.ndarray, size: Sequence[int]) -> Tensor:
+    """Resize (..., H, W) to (..., size[0], size[1]) with TF v1 bilinear; returns float32 in the input's range.
+
+    Computed with NumPy on the CPU (single-threaded, so it stays fast in loader processes and on busy
+    machines); float32 throughout, interpolating along the width first, as TensorFlow's kernel does.
+    """
+    array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if array.ndim < 2:
+        raise ConfigError(f"tf1_resize needs an image of shape (..., H, W), got shape {tuple(array.shape)}")
     height, width = int(size[0]), int(size[1])
     if height < 1 or width < 1:
         raise ConfigError(f"resize size must be positive, got {tuple(size)}")
-    image = image.to(torch.float32)
-    in_h, in_w = image.shape[-2:]
+    in_h, in_w = array.shape[-2:]
     x0, x1, wx = _source_indices(in_w, width)
     y0, y1, wy = _source_indices(in_h, height)
-    left, right = image[..., x0], image[..., x1]
+    # gather before converting to float: the same values, less memory traffic
+    left = np.take(array, x0, axis=-1).astype(np.float32)
+    right = np.take(array, x1, axis=-1).astype(np.float32)
     rows = left + (right - left) * wx
-    top, bottom = rows[..., y0, :], rows[..., y1, :]
-    return top + (bottom - top) * wy[:, None]
+    top, bottom = np.take(rows, y0, axis=-2), np.take(rows, y1, axis=-2)
+    return torch.from_numpy(top + (bottom - top) * wy[:, None])
 
 
 def output_size(height: int, width: int, size: int | Sequence[int]) -> tuple[int, int]:
