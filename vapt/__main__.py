@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "figures": ("vapt.figures", "draw every paper figure from result tables"),
     "bench": ("vapt.bench", "measure step time, memory, throughput, FLOPs and parameters per method"),
     "fixtures": ("vapt.data.fixtures", "write tiny datasets in the real VTAB-1K / FGVC layouts"),
+    "data": ("vapt.data.check", "`data check`: layouts, split sizes, classes, unreadable images; a manifest"),
+    "gpu-check": ("vapt.run.gpu_check", "the prepared GPU check: bench, train, compile; a cost summary"),
 }
 
 
