@@ -33,16 +33,12 @@ DATA_ROOT = "<DATA>"
 # %%
 from IPython.display import Markdown, display
 
-from vapt import figures, results, smoke
+from vapt.paper import catalog
+from vapt.report import tables as results
 
 # %%
-if MODE == "full":
-    print("\n".join(figures.reproduce_commands("T1", data_root=DATA_ROOT)))
-    runs = RUNS
-else:
-    print(smoke.SMOKE_LABEL)
-    runs = smoke.main_results()
-tables = results.build_tables(results.load_records(runs))
+setup = catalog.prepare("T1", MODE, runs=RUNS, data_root=DATA_ROOT)
+tables = results.build_tables(results.load_records(setup.path))
 
 # %% [markdown]
 # ## Per-task top-1 (mean ± std over seeds, setting chosen on validation) and group means

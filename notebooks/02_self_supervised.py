@@ -29,17 +29,12 @@ DATA_ROOT = "<DATA>"
 # %%
 from IPython.display import Markdown, display
 
-from vapt import figures, results, smoke
+from vapt.paper import catalog
+from vapt.report import tables as results
 
 # %%
-if MODE == "full":
-    print("\n".join(figures.reproduce_commands("T2", data_root=DATA_ROOT)))
-    runs = RUNS
-else:
-    print(smoke.SMOKE_LABEL)
-    print("pre-training:", smoke.pretraining_summary(smoke.pretrained_backbone(objective="rotation")))
-    runs = smoke.self_supervised()
-tables = results.build_tables(results.load_records(runs))
+setup = catalog.prepare("T2", MODE, runs=RUNS, data_root=DATA_ROOT)
+tables = results.build_tables(results.load_records(setup.path))
 
 # %%
 display(Markdown(results.to_markdown(results.format_table(tables.t2, digits={"Natural": 2, "Specialized": 2,

@@ -27,18 +27,14 @@ DATA_ROOT = "<DATA>"
 # %%
 from IPython.display import Image, display
 
-from vapt import figures, results, smoke
+from vapt.paper import catalog
+from vapt.report import figures, paper, tables
 
 # %%
-if MODE == "full":
-    print("\n".join(figures.reproduce_commands("F-low", data_root=DATA_ROOT)))
-    runs, out, note = RUNS, "../figures", None
-else:
-    runs, out, note = smoke.low_data(), smoke.cache_dir() / "figures", smoke.SMOKE_LABEL
-tasks = results.task_table(figures.default_options(results.load_records(runs)), select_over=("lr", "wd", "num_tokens"))
-results.task_summary(tasks)
+setup = catalog.prepare("F-low", MODE, runs=RUNS, data_root=DATA_ROOT)
+tasks = tables.main_tasks(tables.load_records(setup.path))
+tables.task_summary(tasks)
 
 # %%
-paths = figures.low_data_figure(tasks, results.paper_results(), out, note=note)
-if paths:
-    display(Image(filename=str(paths[0])))
+fig = figures.low_data_figure(tasks, paper.paper_results(), source=setup.source)
+display(Image(filename=str(figures.save_figure(fig, setup.out, "low_data")[0])))

@@ -26,18 +26,14 @@ DATA_ROOT = "<DATA>"
 # %%
 from IPython.display import Image, display
 
-from vapt import figures, results, smoke
+from vapt.paper import catalog
+from vapt.report import figures, paper, tables
 
 # %%
-if MODE == "full":
-    print("\n".join(figures.reproduce_commands("F-scale", data_root=DATA_ROOT)))
-    runs, out, note = RUNS, "../figures", None
-else:
-    runs, out, note = smoke.main_results(), smoke.cache_dir() / "figures", smoke.SMOKE_LABEL
-tasks = results.task_table(figures.default_options(results.load_records(runs)), select_over=("lr", "wd", "num_tokens"))
-results.task_summary(tasks[tasks["method"].isin(["vpt_deep", "vapt"])])
+setup = catalog.prepare("F-scale", MODE, runs=RUNS, data_root=DATA_ROOT)
+tasks = tables.main_tasks(tables.load_records(setup.path))
+tables.task_summary(tasks[tasks["method"].isin(["vpt_deep", "vapt"])])
 
 # %%
-paths = figures.scale_figure(tasks, results.paper_results(), out, note=note)
-if paths:
-    display(Image(filename=str(paths[0])))
+fig = figures.scale_figure(tasks, paper.paper_results(), source=setup.source)
+display(Image(filename=str(figures.save_figure(fig, setup.out, "backbone_scale")[0])))

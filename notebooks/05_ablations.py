@@ -26,18 +26,14 @@ DATA_ROOT = "<DATA>"
 # %%
 from IPython.display import Image, display
 
-from vapt import figures, results, smoke
+from vapt.paper import catalog
+from vapt.report import figures, tables
 
 # %%
-if MODE == "full":
-    print("\n".join(figures.reproduce_commands("A", data_root=DATA_ROOT)))
-    runs, out, note = RUNS, "../figures", None
-else:
-    runs, out, note = smoke.ablations(), smoke.cache_dir() / "figures", smoke.SMOKE_LABEL
-tasks = results.task_table(results.load_records(runs), select_over=("lr", "wd"))
-results.task_summary(tasks)
+setup = catalog.prepare("A", MODE, runs=RUNS, data_root=DATA_ROOT)
+tasks = tables.ablation_tasks(tables.load_records(setup.path))
+tables.task_summary(tasks)
 
 # %%
-paths = figures.ablation_figure(tasks, out, note=note)
-if paths:
-    display(Image(filename=str(paths[0])))
+fig = figures.ablation_figure(tasks, source=setup.source)
+display(Image(filename=str(figures.save_figure(fig, setup.out, "ablations")[0])))

@@ -14,7 +14,7 @@
 # %% [markdown]
 # # F-cam: Grad-CAM of VPT-deep and VAPT (Sun397, SVHN, Resisc45, Clevr-count, KITTI)
 #
-# The authors' setup (PROTOCOL.md §5): target layer = the norm before attention in the last block
+# The authors' setup (docs/protocol.md): target layer = the norm before attention in the last block
 # (`model.backbone.blocks[-1].norm1`); a reshape that drops the prefix and prompt tokens and lays the
 # patch tokens on their grid; eigen-smoothing and augmentation smoothing on; target = the predicted
 # class. Models are rebuilt from each run's `trainable.pt`. `MODE = "smoke"` uses the digits 6-9 runs
@@ -29,14 +29,14 @@ IMAGES = 5
 # %%
 from IPython.display import Image, display
 
-from vapt import figures, smoke
+from vapt.paper import catalog
+from vapt.report import figures, gradcam
 
 # %%
-if MODE == "full":
-    print("\n".join(figures.reproduce_commands("F-cam", data_root=DATA_ROOT)))
-    runs, out, note = RUNS, "../figures", None
+setup = catalog.prepare("F-cam", MODE, runs=RUNS, data_root=DATA_ROOT)
+data = gradcam.gradcam_from_runs(setup.path, images=IMAGES)
+if data is None:
+    print(f"no finished VPT-deep and VAPT runs with trainable.pt on a common task under {setup.path}")
 else:
-    runs, out, note = smoke.main_results(), smoke.cache_dir() / "figures", smoke.SMOKE_LABEL
-paths = figures.gradcam_from_runs(runs, out, images=IMAGES, note=note)
-if paths:
-    display(Image(filename=str(paths[0])))
+    fig = figures.gradcam_figure(data.images, data.maps, data.titles, source=setup.source)
+    display(Image(filename=str(figures.save_figure(fig, setup.out, "gradcam")[0])))

@@ -16,7 +16,7 @@
 #
 # From `python -m vapt bench` (one worker process per method; FLOPs by
 # `torch.utils.flop_counter`). The paper reports VAPT at about +0.6 % FLOPs over VPT-deep (secondary
-# source). Below, the trainable-parameter counts of ViT-B/16 are checked against METHOD.md's formula
+# source). Below, the trainable-parameter counts of ViT-B/16 are checked against the formula in docs/method.md
 # (VAPT: 2638 N_p + 29228; VPT-deep: 9216 N_p, heads excluded). `MODE = "smoke"` benchmarks the tiny
 # ViT on this CPU.
 
@@ -30,21 +30,17 @@ import torch
 from IPython.display import Image, display
 
 import vapt
-from vapt import figures, results, smoke
+from vapt.paper import catalog
+from vapt.report import figures, paper
 
 # %%
-if MODE == "full":
-    print("\n".join(figures.reproduce_commands("E")))
-    bench, out, note = BENCH, "../figures", None
-else:
-    bench, out, note = smoke.efficiency(), smoke.cache_dir() / "figures", smoke.BENCH_LABEL
-table = pd.read_csv(bench)
+setup = catalog.prepare("E", MODE, runs=BENCH)
+table = pd.read_csv(setup.path)
 table
 
 # %%
-paths = figures.efficiency_figure(table, results.paper_results(), out, note=note)
-if paths:
-    display(Image(filename=str(paths[0])))
+fig = figures.efficiency_figure(table, paper.paper_results(), source=setup.source)
+display(Image(filename=str(figures.save_figure(fig, setup.out, "efficiency")[0])))
 
 # %%
 with torch.device("meta"):

@@ -1,69 +1,43 @@
-"""VPT and VAPT (Visual Adaptive Prompt Tuning) for timm Vision Transformers."""
+"""VPT and VAPT (Visual Adaptive Prompt Tuning) for timm Vision Transformers.
+
+The public names below are imported on first use, so torch-free helpers such as `vapt.io` import
+without torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from vapt.backbones import BACKBONES, BackboneSpec, backbone_spec, create_backbone
-from vapt.config import (
-    METHODS,
-    FullConfig,
-    LinearConfig,
-    MethodConfig,
-    VAPTConfig,
-    VPTConfig,
-    method_config,
-)
-from vapt.errors import ConfigError, DataLayoutError, VaptError, WeightsError
-from vapt.prompted import PromptedModel, PromptedViT, count_parameters
-from vapt.swin import SWIN_BACKBONES, PromptedSwin, create_swin_model, is_swin_backbone
-
 __version__ = "0.1.0"
+# the line every command's --help ends with
+DOCS_HELP = "Documentation: docs/method.md (the method and its options), docs/protocol.md (the paper's protocol)."
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("BACKBONES", "BackboneSpec", "backbone_spec", "create_backbone"), "vapt.models.backbones"),
+    **dict.fromkeys(("METHODS", "FullConfig", "LinearConfig", "MethodConfig", "MethodSpec", "VAPTConfig",
+                     "VPTConfig", "method_config", "register_method"), "vapt.config"),
+    **dict.fromkeys(("ConfigError", "DataLayoutError", "VaptError", "WeightsError"), "vapt.errors"),
+    **dict.fromkeys(("PromptedModel", "count_parameters"), "vapt.models.prompted"),
+    "create_model": "vapt.models.factory",
+    "PromptedViT": "vapt.models.vit",
+    **dict.fromkeys(("SWIN_BACKBONES", "PromptedSwin", "create_swin_model"), "vapt.models.swin"),
+    **dict.fromkeys(("RunRecord", "RecordError"), "vapt.run.record"),
+    "TrainConfig": "vapt.run.config",
+}
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first access."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vapt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
 
 
-def create_model(
-    backbone: str,
-    method: str | MethodConfig,
-    num_classes: int,
-    pretrained: bool = False,
-    weights: str | None = None,
-    **config_overrides: Any,
-) -> PromptedModel:
-    """A backbone with `method` (linear, full, vpt_shallow, vpt_deep, vapt or a config) and a new head.
-
-    ViT names give a `PromptedViT`; Swin names (`swin_b_in22k` or any timm Swin) give a `PromptedSwin`.
-    """
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if is_swin_backbone(backbone):
-        return create_swin_model(backbone, method, num_classes, pretrained=pretrained, weights=weights,
-                                 **config_overrides)
-    config = method_config(method, **config_overrides)
-    model, spec = create_backbone(backbone, pretrained=pretrained, weights=weights)
-    return PromptedViT(model, config, num_classes, prompts_in_pool=spec.prompts_in_pool)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
-__all__ = [
-    "BACKBONES",
-    "METHODS",
-    "SWIN_BACKBONES",
-    "BackboneSpec",
-    "ConfigError",
-    "DataLayoutError",
-    "FullConfig",
-    "LinearConfig",
-    "MethodConfig",
-    "PromptedModel",
-    "PromptedSwin",
-    "PromptedViT",
-    "VAPTConfig",
-    "VPTConfig",
-    "VaptError",
-    "WeightsError",
-    "backbone_spec",
-    "count_parameters",
-    "create_backbone",
-    "create_model",
-    "create_swin_model",
-    "method_config",
-]
+__all__ = sorted(_EXPORTS)

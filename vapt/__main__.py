@@ -7,13 +7,14 @@ import sys
 
 from vapt.errors import VaptError
 
-# command -> (module, one-line help); each module exposes `main(argv: list[str] | None) -> int`.
+# command -> (module with `main(argv: list[str] | None) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("vapt.train", "train and evaluate one run (backbone + method + dataset + lr + wd + seed)"),
-    "sweep": ("vapt.sweep", "the paper's protocol: grid search on validation, final seeds, test"),
-    "table": ("vapt.results", "collect result records into long-format CSV and per-task tables"),
-    "figures": ("vapt.figures", "draw every paper figure from result tables"),
-    "bench": ("vapt.bench", "measure step time, memory, throughput, FLOPs and parameters per method"),
+    "train": ("vapt.run.train", "train and evaluate one run (backbone + method + dataset + lr + wd + seed)"),
+    "sweep": ("vapt.run.sweep", "the paper's protocol: grid search on validation, final seeds, test"),
+    "table": ("vapt.report.tables", "collect result records into long-format CSV and per-task tables"),
+    "figures": ("vapt.paper.draw", "draw every paper figure from runs, a bench CSV and a theory run"),
+    "smoke": ("vapt.paper.smoke", "run every experiment at toy scale on CPU (cached by code version)"),
+    "bench": ("vapt.run.bench", "measure step time, memory, throughput, FLOPs and parameters per method"),
     "fixtures": ("vapt.data.fixtures", "write tiny datasets in the real VTAB-1K / FGVC layouts"),
     "data": ("vapt.data.check", "`data check`: layouts, split sizes, classes, unreadable images; a manifest"),
     "gpu-check": ("vapt.run.gpu_check", "the prepared GPU check: bench, train, compile; a cost summary"),
@@ -23,7 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     lines = ["usage: python -m vapt <command> [options]", "", "commands:"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `python -m vapt <command> --help` for a command's options."]
+    lines += ["", "Run `python -m vapt <command> --help` for a command's options; the method and the paper's",
+              "protocol are described in docs/ (docs/README.md)."]
     return "\n".join(lines)
 
 

@@ -1,9 +1,16 @@
-"""Method configurations: frozen dataclasses for VPT and VAPT, with dict/YAML round trips."""
+"""Method configurations (frozen dataclasses) and `METHODS`, the one registry of methods.
+
+A method is a config class plus one `MethodSpec` registration: its name, the config class and the
+defaults the name implies, the prompt generator that realises it (None when nothing is prompted),
+its label and colour in tables and figures, and whether it trains the backbone. Every other
+module asks the registry instead of listing method names.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from vapt.errors import ConfigError
@@ -45,10 +52,14 @@ class VPTConfig:
     def name(self) -> str:
         return "vpt_deep" if self.deep else "vpt_shallow"
 
+    def for_stage(self, offset: int, depth: int) -> VPTConfig | None:
+        """The config of a stage of `depth` blocks starting at block `offset` (shallow: first stage only)."""
+        return self if self.deep or offset == 0 else None
+
 
 @dataclass(frozen=True)
 class VAPTConfig:
-    """Visual Adaptive Prompt Tuning; defaults reproduce the authors' implementation (METHOD.md §3)."""
+    """Visual Adaptive Prompt Tuning; defaults reproduce the authors' implementation (docs/method.md)."""
 
     num_tokens: int = 10
     kernel_size: int = 2
@@ -89,6 +100,10 @@ class VAPTConfig:
     def name(self) -> str:
         return "vapt"
 
+    def for_stage(self, offset: int, depth: int) -> VAPTConfig:
+        """The config of a stage of `depth` blocks starting at block `offset`: its share of `static_depth`."""
+        return dataclasses.replace(self, static_depth=min(max(self.static_depth - offset, 0), depth))
+
     @classmethod
     def paper_form(cls, **overrides: Any) -> VAPTConfig:
         """The paper's equations: g(u) = W2 act(W1 u), no bias in the token projector, every block adaptive."""
@@ -106,30 +121,75 @@ class VAPTConfig:
 
 
 MethodConfig = LinearConfig | FullConfig | VPTConfig | VAPTConfig
-METHODS = ("linear", "full", "vpt_shallow", "vpt_deep", "vapt")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One registered method: config class and defaults, prompt generator, label, colour."""
+
+    name: str
+    config_class: type
+    label: str
+    colour: str
+    generator: str | None = None  # "module:Class" of the prompt generator, imported when a model is built
+    defaults: dict[str, Any] = field(default_factory=dict)
+    trains_backbone: bool = False
+
+    @property
+    def prompted(self) -> bool:
+        """Whether the method adds prompt tokens (and so takes `num_tokens`)."""
+        return self.generator is not None
+
+    def generator_class(self) -> type | None:
+        """The prompt generator class (with a `for_blocks` constructor), or None."""
+        if self.generator is None:
+            return None
+        module, _, name = self.generator.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def options(self) -> set[str]:
+        """The option names a user may set for this method."""
+        return {f.name for f in dataclasses.fields(self.config_class)} - set(self.defaults)
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add a method to `METHODS` (its name must be new)."""
+    if spec.name in METHODS:
+        raise ConfigError(f"method {spec.name!r} is already registered")
+    METHODS[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    MethodSpec("linear", LinearConfig, "Linear", "#8c8c8c"),
+    MethodSpec("full", FullConfig, "Full", "#4c4c4c", trains_backbone=True),
+    MethodSpec("vpt_shallow", VPTConfig, "VPT-Shallow", "#8fb8de", "vapt.models.prompts:VPTPromptGenerator",
+               {"deep": False}),
+    MethodSpec("vpt_deep", VPTConfig, "VPT-Deep", "#1f77b4", "vapt.models.prompts:VPTPromptGenerator",
+               {"deep": True}),
+    MethodSpec("vapt", VAPTConfig, "VAPT", "#d62728", "vapt.models.prompts:AdaptivePromptGenerator"),
+):
+    register_method(_spec)
 
 
 def method_config(method: str | MethodConfig, **overrides: Any) -> MethodConfig:
     """Turn a method name (or config) plus keyword overrides into a validated method config."""
-    if isinstance(method, (LinearConfig, FullConfig, VPTConfig, VAPTConfig)):
+    if isinstance(method, tuple(spec.config_class for spec in METHODS.values())):
         return dataclasses.replace(method, **overrides) if overrides else method
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(METHODS)} or a config object")
-    cls, base = {
-        "linear": (LinearConfig, {}),
-        "full": (FullConfig, {}),
-        "vpt_shallow": (VPTConfig, {"deep": False}),
-        "vpt_deep": (VPTConfig, {"deep": True}),
-        "vapt": (VAPTConfig, {}),
-    }[method]
-    known = {f.name for f in dataclasses.fields(cls)}
+    spec = METHODS[method]
+    known = {f.name for f in dataclasses.fields(spec.config_class)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(
             f"option(s) {', '.join(unknown)} do not apply to method {method!r}; "
             f"valid options: {', '.join(sorted(known)) or 'none'}"
         )
-    return cls(**{**base, **overrides})
+    return spec.config_class(**{**spec.defaults, **overrides})
 
 
 def config_to_dict(config: MethodConfig) -> dict[str, Any]:
@@ -143,8 +203,8 @@ def config_from_dict(data: dict[str, Any]) -> MethodConfig:
     if "method" not in data:
         raise ConfigError(f"method config dict needs a 'method' field; got keys {sorted(data)}")
     name = data.pop("method")
-    if name in ("vpt_shallow", "vpt_deep"):
-        data.pop("deep", None)
+    for key in METHODS[name].defaults if name in METHODS else ():
+        data.pop(key, None)
     return method_config(name, **data)
 
 
@@ -181,6 +241,7 @@ __all__ = [
     "FullConfig",
     "LinearConfig",
     "MethodConfig",
+    "MethodSpec",
     "VAPTConfig",
     "VPTConfig",
     "config_from_dict",
@@ -188,4 +249,5 @@ __all__ = [
     "config_to_dict",
     "config_to_yaml",
     "method_config",
+    "register_method",
 ]

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Subset
 import vapt.data.images
 from vapt.data import build_dataset, parse_data, write_fixtures
 from vapt.data.cache import CACHE_FOLDER, cached_loader, default_cache_dir, load_split, pool_kind, pool_path
-from vapt.sweep import Launcher, sweep
-from vapt.train import TrainConfig
+from vapt.run.sweep import Launcher, sweep
+from vapt.run.train import TrainConfig
 
 TF1_BOUND = 0.5 / 255 / 0.225 + 1e-6  # uint8 rounding of a tf1 resize, in normalised units
 
@@ -120,7 +120,7 @@ def test_a_two_run_sweep_decodes_each_image_once(data_root: Path, tmp_path: Path
 
 
 def test_no_cache_keeps_the_old_path(data_root: Path, tmp_path: Path, decodes: Counter) -> None:
-    from vapt.train import train
+    from vapt.run.train import train
 
     config = TrainConfig(backbone="vit_test", method="linear", data="vtab1k/cifar", data_root=str(data_root),
                          out=str(tmp_path / "runs"), epochs=2, batch_size=16, device="cpu", lr=1, wd=0, cache=False)

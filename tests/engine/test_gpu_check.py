@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +39,32 @@ def _in_process(command: list[str], log: Path, timed_lines: bool = False) -> tup
     return stream.lines, time.perf_counter() - start
 
 
-def test_smoke_check_writes_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def shared_bench_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """Every `bench` of the check reuses its worker servers (one per environment) instead of starting new ones.
+
+    A server only imports the library and forks one fresh worker per method with each request's settings,
+    so reusing it runs the same measuring code; it saves two interpreter start-ups per bench variant.
+    """
+    import vapt.run.bench as bench_module
+
+    real_start, real_stop, servers = bench_module._start_server, bench_module._stop_server, {}
+
+    def start(extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        key = tuple(sorted((extra_env or {}).items()))
+        if key not in servers:
+            servers[key] = real_start(extra_env)
+        return servers[key]
+
+    monkeypatch.setattr(bench_module, "_start_server", start)
+    monkeypatch.setattr(bench_module, "_stop_server", lambda server: None)
+    yield servers
+    for server in servers.values():
+        real_stop(server)
+
+
+def test_smoke_check_writes_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        shared_bench_servers: dict) -> None:
     monkeypatch.setattr(gpu_check_module, "_run", _in_process)
     monkeypatch.setattr(gpu_check_module, "METHODS", ("linear", "vapt"))
     plan = dataclasses.replace(CheckPlan.smoke_plan(), compile=False, counts=(16, 8, 8))
@@ -56,6 +83,7 @@ def test_smoke_check_writes_the_summary(tmp_path: Path, monkeypatch: pytest.Monk
     assert list(loader["name"]) == ["cold", "cached"] and (loader["images_per_s"] > 0).all()
     markdown = (tmp_path / "check" / "summary.md").read_text()
     assert markdown.startswith("# GPU check: CPU smoke run") and "| section | name |" in markdown
+    assert len(shared_bench_servers) == 2  # a plain server and the CPU-memory one, shared by the 3 bench variants
     with pytest.raises(gpu_check_module.ConfigError, match="already holds data from an earlier check"):
         gpu_check(tmp_path / "check", plan=plan)
 

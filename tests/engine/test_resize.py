@@ -13,7 +13,7 @@ from vapt.__main__ import main as vapt_main
 from vapt.data import build_transform
 from vapt.data.resize import TF1Resize, resolve_resize, tf1_resize
 from vapt.errors import ConfigError
-from vapt.train import TrainConfig, run_id
+from vapt.run.train import TrainConfig, run_id
 
 
 def test_upscale_2x2_to_4x4_by_hand() -> None:
@@ -75,15 +75,17 @@ def test_fgvc_tf1_transform_crops_to_size() -> None:
     assert build_transform("fgvc", train=False, image_size=16, resize="tf1")(image).shape == (3, 16, 16)
 
 
-def test_run_id_marks_non_default_resize_and_precision() -> None:
+def test_run_id_marks_every_resize_and_precision_that_older_runs_did_not_use() -> None:
     config = TrainConfig(backbone="vit_test", method="vapt", data="vtab1k/cifar", data_root="data")
-    plain = run_id(config)
-    assert config.resolved().resize == "tf1" and not plain.endswith(("_rspil", "_fp32"))
-    assert run_id(dataclasses.replace(config, resize="pil")).endswith("_rspil")
-    assert run_id(dataclasses.replace(config, precision="fp32")).endswith("_fp32")
-    assert run_id(dataclasses.replace(config, cache=False, compile=True, cache_dir="x")) == plain
+    pil = run_id(dataclasses.replace(config, resize="pil"))
+    # older VTAB runs (PIL, bf16) keep their ids; the tf1 default gets ids of its own
+    assert config.resolved().resize == "tf1" and run_id(config) == pil + "_rstf1"
+    assert not pil.endswith(("_rspil", "_rstf1", "_fp32"))
+    assert run_id(dataclasses.replace(config, precision="fp32")).endswith("_rstf1_fp32")
+    assert run_id(dataclasses.replace(config, cache=False, compile=True, cache_dir="x")) == run_id(config)
     fgvc = dataclasses.replace(config, data="fgvc/cub")
-    assert fgvc.resolved().resize == "pil" and run_id(dataclasses.replace(fgvc, resize="tf1")).endswith("_rstf1")
+    assert fgvc.resolved().resize == "pil" and not run_id(fgvc).endswith("_rstf1")
+    assert run_id(dataclasses.replace(fgvc, resize="tf1")).endswith("_rstf1")
     with pytest.raises(ConfigError, match="precision must be one of bf16, fp32, got 'fp16'"):
         dataclasses.replace(config, precision="fp16").resolved()
     assert TrainConfig.from_dict(config.resolved().to_dict()) == config.resolved()

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from vapt import results as R
+from vapt.report import paper as P
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAMES = (
@@ -85,20 +85,20 @@ def test_main_results_notebook_shows_table_1_in_the_papers_format(smoke_cache):
     tables = [t for t in outputs(notebook, "text/markdown") if "VTAB-1K Natural: CIFAR-100" in t]
     assert len(tables) == 1, "the T1 table is shown once"
     header, rows = _markdown_table(tables[0])
-    expected = ["method", "source", "Tuned/Total (%)"] + [f"VTAB-1K Natural: {R.TASK_TITLES[t]}" for t in
-                                                        R.GROUP_TASKS["natural"]]
+    expected = ["method", "source", "Tuned/Total (%)"] + [f"VTAB-1K Natural: {P.TASK_TITLES[t]}" for t in
+                                                        P.GROUP_TASKS["natural"]]
     assert header[: len(expected)] == expected
-    assert [key for key in rows if key[1] == "paper"] == [(R.METHOD_LABELS[m], "paper") for m in R.T1_METHODS]
-    paper = R.paper_results()
-    known = paper[(paper.table == "T1") & (paper.backbone == R.MAIN_BACKBONE) & (paper.metric == "top1")]
+    assert [key for key in rows if key[1] == "paper"] == [(P.METHOD_LABELS[m], "paper") for m in P.T1_METHODS]
+    paper = P.paper_results()
+    known = paper[(paper.table == "T1") & (paper.backbone == P.MAIN_BACKBONE) & (paper.metric == "top1")]
     assert len(known) == 120
     for _, value in known.iterrows():
-        column = header.index(f"{R.GROUP_TITLES[value.group]}: {R.TASK_TITLES[value.task]}")
-        assert rows[(R.METHOD_LABELS[value.method], "paper")][column] == f"{value.value:.1f}"
+        column = header.index(f"{P.GROUP_TITLES[value.group]}: {P.TASK_TITLES[value.task]}")
+        assert rows[(P.METHOD_LABELS[value.method], "paper")][column] == f"{value.value:.1f}"
     means = paper[(paper.table == "T1") & (paper.metric == "group_mean")]
     for _, value in means.iterrows():
-        column = header.index(f"{R.GROUP_TITLES[value.group]}: Mean")
-        assert rows[(R.METHOD_LABELS[value.method], "paper")][column] == f"{value.value:.2f}"
+        column = header.index(f"{P.GROUP_TITLES[value.group]}: Mean")
+        assert rows[(P.METHOD_LABELS[value.method], "paper")][column] == f"{value.value:.2f}"
     cifar = header.index("VTAB-1K Natural: CIFAR-100")
     assert rows[("LoRA", "paper")][cifar] == "" and rows[("VAPT", "paper")][cifar] == ""  # not public
     ours = {key: row for key, row in rows.items() if key[1].startswith("ours")}
@@ -110,12 +110,27 @@ def test_main_results_notebook_shows_table_1_in_the_papers_format(smoke_cache):
     assert any("SMOKE" in text for text in outputs(notebook, "stream"))
 
 
-def test_figures_command_draws_every_figure_from_the_smoke_runs(smoke_cache, tmp_path, capsys):
-    from vapt import figures
+def test_figures_smoke_never_trains_and_names_the_smoke_command(tmp_path, capsys):
+    from vapt.paper import draw
 
-    assert figures.main(["--runs", str(tmp_path / "no-runs"), "--out", str(tmp_path / "figs"), "--smoke"]) == 0
+    empty = tmp_path / "empty-cache"
+    argv = ["--runs", str(tmp_path / "no-runs"), "--out", str(tmp_path / "figs"), "--smoke", "--cache", str(empty)]
+    assert draw.main(argv) == 0
     out = capsys.readouterr().out
-    assert "skipped" not in out
+    assert out.count("run `python -m vapt smoke`") == 6 and not (tmp_path / "figs").exists()
+    assert not [p for p in empty.rglob("*") if p.is_file()]  # nothing pre-trained, no runs made
+
+
+def test_figures_command_fills_each_missing_figure_with_its_smoke_stand_in(smoke_cache, tmp_path, capsys):
+    from vapt.__main__ import main as vapt_main
+    from vapt.paper import draw
+
+    assert vapt_main(["smoke", "--cache", str(smoke_cache)]) == 0
+    _result(tmp_path / "runs" / "linear", "linear", 60.0)  # a real run that supports no figure on its own
+    capsys.readouterr()
+    assert draw.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "figs"), "--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped" not in out and out.count("drawn from its smoke stand-in") == 6
     names = sorted(p.name for p in (tmp_path / "figs").iterdir())
     stems = ("ablations", "backbone_scale", "efficiency", "gradcam", "low_data", "theory")
     assert names == sorted(f"{s}.{x}" for s in stems for x in ("pdf", "png"))
@@ -123,7 +138,7 @@ def test_figures_command_draws_every_figure_from_the_smoke_runs(smoke_cache, tmp
 
 def _result(folder: Path, method: str, value: float) -> None:
     folder.mkdir(parents=True)
-    config = {"backbone": R.MAIN_BACKBONE, "method": method, "data": "vtab1k/cifar", "data_root": "x", "lr": 1.0,
+    config = {"backbone": P.MAIN_BACKBONE, "method": method, "data": "vtab1k/cifar", "data_root": "x", "lr": 1.0,
               "wd": 0.0, "seed": 42, "epochs": 100, "batch_size": 64, "fraction": 1.0,
               "train_split": "train800val200", "eval_splits": ["test"]}
     record = {"run_id": folder.name, "status": "finished", "final": {"test": value}, "config": config,
@@ -139,7 +154,7 @@ def test_main_results_notebook_in_full_mode_reads_the_runs_and_prints_the_comman
     assert "python -m vapt sweep --backbone vit_b16_in21k --method vapt --data vtab1k fgvc --data-root /data" in printed
     table = next(t for t in outputs(notebook, "text/markdown") if "VTAB-1K Natural: CIFAR-100" in t)
     header, rows = _markdown_table(table)
-    ours = rows[("VAPT", f"ours ({R.MAIN_BACKBONE})")]
+    ours = rows[("VAPT", f"ours ({P.MAIN_BACKBONE})")]
     assert ours[header.index("VTAB-1K Natural: CIFAR-100")] == "80.3"
     assert rows[("VAPT", "paper")][header.index("VTAB-1K Natural: Mean")] == "81.43"
 
@@ -152,3 +167,12 @@ def test_sample_efficiency_notebook_in_full_mode_shows_the_committed_full_run(tm
     assert "vapt_linear" in table and "over" in table and "misspecified" in table
     assert outputs(notebook, "image/png")
     assert (tmp_path / "theory.png").exists() and (tmp_path / "theory.pdf").exists()
+
+
+def test_smoke_cache_is_keyed_by_the_code_version(tmp_path, monkeypatch):
+    from vapt.paper import smoke
+
+    data = smoke.transfer_data(tmp_path)
+    assert f"code{smoke.code_version()}" in str(data)
+    monkeypatch.setattr(smoke, "code_version", lambda: "changed0")
+    assert smoke.transfer_data(tmp_path) != data and "codechanged0" in str(smoke.transfer_data(tmp_path))

@@ -42,10 +42,10 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vapt.atomic import save_torch_atomic
 from vapt.data import images as image_io
 from vapt.data.images import ImageListDataset
 from vapt.data.resize import geometric_steps, resolve_resize, to_uint8_tensor
+from vapt.io import save_torch_atomic
 
 POOL_VERSION = 1
 CACHE_FOLDER = ".vapt-cache"

@@ -14,7 +14,7 @@ from typing import Any
 from vapt.data.images import ImageListDataset, check_label
 from vapt.errors import DataLayoutError
 
-# folder name -> (group, number of classes); PROTOCOL.md §1.
+# folder name -> (group, number of classes); see docs/protocol.md.
 FGVC_DATASETS: dict[str, tuple[str, int]] = {
     "cub": ("fgvc", 200),
     "nabirds": ("fgvc", 555),

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vapt import DOCS_HELP
 from vapt.data.spec import parse_data
 from vapt.data.vtab import VTAB_SPLITS
 from vapt.errors import ConfigError
 
 Arrays = tuple[np.ndarray, Sequence[int]]
 DEFAULT_TASKS: tuple[str, ...] = ("vtab1k/cifar", "fgvc/cub")
+FIXTURES_MARKER = "vapt_fixtures.json"  # written in a data root of fixtures: its tasks are not the real datasets
 # images per class in each split the fixtures write (train800val200 is train800 + val200).
 PER_CLASS: dict[str, dict[str, int]] = {
     "vtab1k": {"train800": 4, "val200": 2, "test": 2},
@@ -143,12 +145,20 @@ def write_fixtures(
             written[name] = write_vtab_task(out_dir, spec.task, splits)
         else:
             written[name] = write_fgvc_dataset(out_dir, spec.task, splits)
+    marker = Path(out_dir) / FIXTURES_MARKER
+    known = json.loads(marker.read_text(encoding="utf-8"))["tasks"] if marker.is_file() else []
+    marker.write_text(json.dumps({"fixtures": "digits", "tasks": sorted({*known, *written})}), encoding="utf-8")
     return written
+
+
+def is_fixture_root(data_root: str | Path) -> bool:
+    """Whether a data root was written by `write_fixtures` (its tasks hold digits, not the real datasets)."""
+    return (Path(data_root) / FIXTURES_MARKER).is_file()
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt fixtures --out DIR [--tasks ...]`: write tiny datasets in the real layouts."""
-    parser = argparse.ArgumentParser(prog="python -m vapt fixtures", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m vapt fixtures", epilog=DOCS_HELP, description=__doc__)
     parser.add_argument("--out", required=True, help="data root to write (DIR/vtab-1k/<task>, DIR/<name>)")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="vtab1k/<task>, fgvc/<name>")
     parser.add_argument("--num-classes", type=int, default=10, help="classes per task (at most 10 digits)")

@@ -39,7 +39,7 @@ class DataSpec:
         return "train800" if self.benchmark == "vtab1k" else "train"
 
     def default_eval_splits(self, train_split: str) -> tuple[str, ...]:
-        """The splits evaluated after training on `train_split` (PROTOCOL.md §4)."""
+        """The splits evaluated after training on `train_split` (docs/protocol.md)."""
         if self.benchmark == "vtab1k":
             return ("val200",) if train_split == "train800" else ("test",)
         return ("val", "test")

@@ -1,4 +1,4 @@
-"""The preprocessing of PROTOCOL.md §2 as torchvision transforms, at any input size."""
+"""The preprocessing of the protocol (docs/protocol.md) as torchvision transforms, at any input size."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 from vapt.data.images import ImageListDataset, check_label
 from vapt.errors import DataLayoutError
 
-# task -> (group, number of classes); PROTOCOL.md §1 (KITTI uses its 4 classes).
+# task -> (group, number of classes); see docs/protocol.md (KITTI uses its 4 classes).
 VTAB_TASKS: dict[str, tuple[str, int]] = {
     "cifar": ("natural", 100),
     "caltech101": ("natural", 102),

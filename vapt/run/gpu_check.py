@@ -39,9 +39,10 @@ from typing import Any
 
 import pandas as pd
 
-from vapt.atomic import atomic_path, write_text_atomic
+from vapt import DOCS_HELP
 from vapt.data.check import FGVC_SIZES, VTAB_TEST_SIZES
 from vapt.errors import ConfigError
+from vapt.io import atomic_path, write_text_atomic
 
 METHODS: tuple[str, ...] = ("linear", "full", "vpt_shallow", "vpt_deep", "vapt")
 T2_METHODS: tuple[str, ...] = ("vpt_shallow", "vpt_deep", "vapt")
@@ -49,6 +50,8 @@ PAPER_EPOCHS = 100
 SYNTHETIC_TASK = "vtab1k/cifar"
 SUMMARY_COLUMNS = ("section", "name", "precision", "recompute", "compile", "images_per_s", "step_time_s",
                    "peak_memory_mb", "t1_gpu_hours", "t2_gpu_hours", "note")
+# the last line of --help: where the documentation is
+ENGINE_HELP = f"{DOCS_HELP} Data pipeline, cache and checks: docs/engine.md."
 
 
 @dataclass(frozen=True)
@@ -273,7 +276,7 @@ def gpu_check(out: str | os.PathLike, smoke: bool = False, plan: CheckPlan | Non
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt gpu-check [--smoke] --out DIR`."""
     parser = argparse.ArgumentParser(prog="python -m vapt gpu-check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENGINE_HELP)
     parser.add_argument("--out", required=True, help="folder for the data, logs, CSV files and the summary")
     parser.add_argument("--smoke", action="store_true", help="the same steps on the CPU with the tiny vit_test")
     args = parser.parse_args(argv)

@@ -32,14 +32,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from vapt.atomic import atomic_path
+from vapt import DOCS_HELP
 from vapt.data import VTAB_SPLITS, build_dataset, parse_data
 from vapt.data.cache import cached_loader
 from vapt.data.resize import RESIZE_MODES, resolve_resize
 from vapt.errors import ConfigError
+from vapt.io import atomic_path
 
 COLUMNS = ("path", "images_per_s", "data_wait_share", "images", "seconds")
 SYNTHETIC_COUNTS: dict[str, int] = {"train800": 800, "val200": 200, "test": 200}
+
+# the last line of --help: where the documentation is
+ENGINE_HELP = f"{DOCS_HELP} Data pipeline, cache and checks: docs/engine.md."
 
 
 def write_synthetic_vtab_task(
@@ -195,7 +199,7 @@ def format_loader_report(table: pd.DataFrame, settings: dict[str, Any], syntheti
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt bench --loader --data vtab1k/<task> --data-root DIR [--out FILE.csv]`."""
     parser = argparse.ArgumentParser(prog="python -m vapt bench --loader", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENGINE_HELP)
     parser.add_argument("--data", required=True, help="vtab1k/<task> or fgvc/<dataset>")
     parser.add_argument("--data-root", required=True, help="holds vtab-1k/<task>/ and FGVC <dataset>/")
     parser.add_argument("--split", default=None, help="split to read (default: train800 / train)")

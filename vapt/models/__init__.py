@@ -1,0 +1,1 @@
+"""Models: named backbones, prompt generators, and the prompted wrappers for ViT and Swin."""

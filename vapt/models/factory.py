@@ -1,0 +1,32 @@
+"""`create_model`: a named backbone + a method -> the prompted model (the library's one entry point)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vapt.config import MethodConfig, method_config
+from vapt.errors import ConfigError
+from vapt.models.backbones import create_backbone
+from vapt.models.prompted import PromptedModel
+
+
+def create_model(
+    backbone: str,
+    method: str | MethodConfig,
+    num_classes: int,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    **config_overrides: Any,
+) -> PromptedModel:
+    """A backbone with `method` (linear, full, vpt_shallow, vpt_deep, vapt or a config) and a new head.
+
+    ViT names give a `PromptedViT`; Swin names (`swin_b_in22k` or any timm Swin) give a `PromptedSwin`.
+    `image_size` resizes the backbone's input (default: its native size).
+    """
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    config = method_config(method, **config_overrides)
+    model, spec = create_backbone(backbone, pretrained=pretrained, weights=weights, image_size=image_size)
+    return spec.wrapper(model, config, num_classes, prompts_in_pool=spec.prompts_in_pool)

@@ -1,0 +1,65 @@
+"""PromptedViT: a frozen timm VisionTransformer run block by block, with prompts inserted per block."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vapt.config import METHODS
+from vapt.models.prompted import PromptedModel
+
+
+class PromptedViT(PromptedModel):
+    """A timm VisionTransformer with VPT / VAPT prompts, a new linear head and a frozen backbone.
+
+    The forward pass is patch embed -> position embedding -> blocks (prompts inserted after the
+    prefix tokens) -> final norm -> prompts stripped (or kept for average pooling) -> pooling -> head.
+    """
+
+    def build_prompts(self) -> nn.Module | None:
+        """One generator for the whole stack of blocks, from the method registry."""
+        generator = METHODS[self.config.name].generator_class()
+        if generator is None:
+            return None
+        dim = self.backbone.embed_dim
+        return generator.for_blocks(self.config, dim, self.grid_size, len(self.backbone.blocks), self.init_range(dim))
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patch grid (H, W) of the native input size."""
+        return tuple(int(s) for s in self.backbone.patch_embed.grid_size)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """CLS and register tokens that precede the prompts."""
+        return int(self.backbone.num_prefix_tokens)
+
+    def extra_head_modules(self) -> list[nn.Module]:
+        fc_norm = getattr(self.backbone, "fc_norm", None)
+        return [fc_norm] if isinstance(fc_norm, nn.LayerNorm) else []
+
+    def forward_tokens(self, images: Tensor) -> tuple[Tensor, int]:
+        """Run the blocks with prompts; returns tokens after the final norm and the number of prompts."""
+        vit = self.backbone
+        x = vit.patch_embed(images)
+        x = vit._pos_embed(x)
+        x = vit.patch_drop(x)
+        x = vit.norm_pre(x)
+        prefix, num_prompts = self.num_prefix_tokens, 0
+        for index, block in enumerate(vit.blocks):
+            if self.prompt is not None:
+                patches = x[:, prefix + num_prompts:]
+                prompts = self.prompt(index, patches)
+                if prompts is not None:
+                    x = torch.cat([x[:, :prefix], prompts.to(x.dtype), patches], dim=1)
+                    num_prompts = prompts.shape[1]
+            x = block(x)
+        return vit.norm(x), num_prompts
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """Pooled features before the head."""
+        x, num_prompts = self.forward_tokens(images)
+        if num_prompts and not self.prompts_in_pool:
+            prefix = self.num_prefix_tokens
+            x = torch.cat([x[:, :prefix], x[:, prefix + num_prompts:]], dim=1)
+        return self.backbone.forward_head(x, pre_logits=True)

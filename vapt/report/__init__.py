@@ -1,0 +1,1 @@
+"""Reporting: records to tables and figures, Grad-CAM, and the MoE lens on trained models."""

@@ -1,0 +1,179 @@
+"""Grad-CAM on trained prompted models: which image regions drive the predicted class (no drawing here).
+
+Setup as in the paper: the target layer is the norm before attention in the last block, prefix and
+prompt tokens are dropped before the maps are reshaped to the patch grid, and eigen-smoothing and
+augmentation smoothing are on. `gradcam_from_runs` finds finished VPT and VAPT runs, loads their
+trained prompts and head, and returns inputs and maps for `vapt.report.figures.gradcam_figure`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vapt.data import build_dataset, parse_data
+from vapt.models.factory import create_model
+from vapt.report.paper import method_label
+from vapt.run.config import TrainConfig
+from vapt.run.record import RECORD_NAME, RunRecord, scan_records
+
+GRADCAM_TASKS: tuple[str, ...] = ("sun397", "svhn", "resisc45", "clevr_count", "kitti")
+
+
+@dataclass
+class GradcamData:
+    """Images (N, H, W, 3) in [0, 1], one map stack (N, H, W) per method label, and a title per image."""
+
+    images: np.ndarray
+    maps: dict[str, np.ndarray]
+    titles: list[str]
+
+
+def vit_reshape_transform(model: Any) -> Callable:
+    """Grad-CAM reshape for a PromptedViT: drop prefix and prompt tokens, reshape to (B, C, H, W)."""
+    height, width = model.grid_size
+
+    def reshape(tokens: Any) -> Any:
+        patches = tokens[:, -height * width:, :]
+        return patches.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def gradcam_maps(model: Any, images: Any, eigen_smooth: bool = True, aug_smooth: bool = True) -> np.ndarray:
+    """Grad-CAM maps (N, H, W) in [0, 1] of the predicted class (the paper's setup).
+
+    Target layer: the norm before attention in the last block; prefix and prompt tokens dropped;
+    eigen-smoothing and augmentation smoothing on.
+    """
+    from pytorch_grad_cam import GradCAM
+
+    model.eval()
+    with GradCAM(model=model, target_layers=[model.backbone.blocks[-1].norm1],
+                 reshape_transform=vit_reshape_transform(model)) as cam:
+        maps = cam(input_tensor=images, targets=None, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
+    return np.asarray(maps, dtype=np.float32)
+
+
+
+
+def gradcam_from_runs(runs: str | os.PathLike, images: int = 5,
+                      methods: Sequence[str] = ("vpt_deep", "vapt")) -> GradcamData | None:
+    """Inputs and Grad-CAM maps of finished runs, for the grid of input / VPT / VAPT rows.
+
+    Columns are one test image per task of the paper's grid (Sun397, SVHN, Resisc45, Clevr-count, KITTI)
+    where at least two of them have VPT and VAPT runs on one backbone; otherwise `images` test images
+    of the one task that has both. None when no task has finished runs of every method.
+    """
+    found = model_runs(runs, methods)
+    if not found:
+        return None
+    by_backbone: dict[str, list[tuple[str, str]]] = {}
+    for backbone, data in found:
+        if data.split("/", 1)[-1] in GRADCAM_TASKS:
+            by_backbone.setdefault(backbone, []).append((backbone, data))
+    grid = max(by_backbone.values(), key=len, default=[])
+    if len(grid) >= 2:
+        order = {t: i for i, t in enumerate(GRADCAM_TASKS)}
+        keys = sorted(grid, key=lambda k: order[k[1].split("/", 1)[-1]])[:images]
+        per_key = 1
+    else:
+        keys = [min(found, key=lambda k: (k[1].split("/", 1)[-1] not in GRADCAM_TASKS, k))]
+        per_key = images
+    pixels, titles, maps = [], [], {method_label(m): [] for m in methods}
+    for key in keys:
+        image, inputs, names = load_run_images(found[key][methods[0]], count=per_key)
+        pixels.append(image)
+        titles += names
+        for method in methods:
+            maps[method_label(method)].append(gradcam_maps(load_run_model(found[key][method]), inputs))
+    stacked = {label: np.concatenate(parts) for label, parts in maps.items()}
+    return GradcamData(np.concatenate(pixels), stacked, titles)
+
+
+def finished_runs(runs: str | os.PathLike) -> list[tuple[Path, RunRecord]]:
+    """(run folder, record) of every finished run under `runs` that saved its trained weights."""
+    return [(path.parent, record) for path, record in scan_records(runs, warn=False)
+            if record.finished and (path.parent / "trainable.pt").is_file()]
+
+
+def model_runs(runs: str | os.PathLike, methods: Sequence[str]) -> dict[tuple[str, str], dict[str, Path]]:
+    """(backbone, dataset) -> method -> the best finished full-data run (default options) with trainable.pt.
+
+    Only datasets where every method in `methods` has such a run; best = highest last reported top-1.
+    """
+    candidates: dict[tuple[str, str], dict[str, list[tuple[float, Path]]]] = {}
+    for folder, record in finished_runs(runs):
+        config = record.config
+        method = config.get("method")
+        if method not in methods or config.get("fraction", 1.0) != 1.0 or config.get("method_options"):
+            continue
+        final = record.final
+        score = final.get("test", max(final.values(), default=0.0))
+        key = (str(config.get("backbone")), str(config.get("data")))
+        candidates.setdefault(key, {}).setdefault(method, []).append((float(score), folder))
+    return {
+        key: {m: max(by_method[m], key=lambda item: item[0])[1] for m in methods}
+        for key, by_method in sorted(candidates.items())
+        if set(methods) <= set(by_method)
+    }
+
+
+def find_model_runs(runs: str | os.PathLike, methods: Sequence[str],
+                    preferred_tasks: Sequence[str] = ()) -> dict[str, Path] | None:
+    """One finished run per method on a common (backbone, dataset); datasets in `preferred_tasks` first."""
+    found = model_runs(runs, methods)
+    if not found:
+        return None
+    rank = {t: i for i, t in enumerate(preferred_tasks)}
+    key = min(found, key=lambda k: (rank.get(k[1].split("/", 1)[-1], len(rank)), k))
+    return found[key]
+
+
+def _run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    return TrainConfig.from_dict(RunRecord.read(Path(run_dir) / RECORD_NAME).config)
+
+
+def load_run_model(run_dir: str | os.PathLike) -> Any:
+    """The trained model of a finished run: its backbone and weights, method options and trainable.pt."""
+    config = _run_config(run_dir)
+    spec = parse_data(config.data, config.num_classes)
+    model = create_model(config.backbone, config.method, spec.num_classes,
+                              pretrained=bool(config.pretrained) and config.weights is None,
+                              weights=config.weights, **config.method_overrides())
+    model.load_trainable(Path(run_dir) / "trainable.pt")
+    return model.eval()
+
+
+def load_run_images(run_dir: str | os.PathLike, count: int = 5, split: str = "test") -> tuple[
+        np.ndarray, Any, list[str]]:
+    """`count` test images of a run's dataset, one per class where possible: pixels, model inputs, titles.
+
+    Images are resized as the run's were (its recorded `resize`; PIL for records that predate the option).
+    """
+    import torch
+    from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    config = _run_config(run_dir)
+    spec = parse_data(config.data, config.num_classes)
+    # the run's own resize mode (records made before the option existed read as PIL, their resize)
+    dataset = build_dataset(spec, config.data_root, split, image_size=config.image_size or 224, resize=config.resize)
+    targets = dataset.targets
+    chosen: list[int] = []
+    for label in dict.fromkeys(targets):
+        chosen.append(targets.index(label))
+        if len(chosen) == count:
+            break
+    chosen += [i for i in range(len(targets)) if i not in chosen][: count - len(chosen)]
+    inputs = torch.stack([dataset[i][0] for i in chosen])
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+    pixels = (inputs * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    return pixels, inputs, [f"{spec.task}: class {targets[i]}" for i in chosen]
+
+

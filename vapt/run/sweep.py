@@ -1,0 +1,416 @@
+"""The paper's protocol (docs/protocol.md) as one idempotent command: grid on validation, final seeds, test.
+
+VTAB-1K: every (lr, wd) of the grid trains on train800 and is scored on val200; the best last-epoch
+val200 top-1 wins (ties -> the smaller lr, then the smaller wd); that setting is retrained on
+train800val200 with seeds 42, 44, 82, 100, 800 and evaluated on test.
+
+FGVC: the grid trains on train and is chosen on val, never on test. (The authors' FGVC script
+chose the setting by test accuracy, which leaks the test set into model selection; we do not copy
+that.) The final runs train on train with the five seeds; their test top-1 is reported.
+
+Grids: `paper` = lr {50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05} (FGVC omits 0.05; full fine-tuning
+uses {0.001, 0.005, 0.0001, 0.0005}) x wd {0.01, 0.001, 0.0001, 0}; `fast` = wd tuned at lr 5
+(0.001 for `full`), then lr tuned at the best wd; `LRS:WDS` = explicit lists, e.g. `5,1:0.01,0`.
+
+Idempotent: a run whose result.json is finished (or failed with a non-finite loss) is read back,
+never recomputed, and always part of the selection; interrupted runs resume from their checkpoint.
+Runs execute through submitit: `local` (one process per GPU, or --workers on CPU), `slurm` (one
+array task per run) or `debug` (in this process). Each task's choice and final runs are written
+atomically to `selection_<grid>.json` beside its runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from submitit.helpers import Checkpointable
+
+from vapt import DOCS_HELP
+from vapt.config import METHODS
+from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
+from vapt.errors import ConfigError, VaptError
+from vapt.io import write_json_atomic
+from vapt.run.config import TrainConfig, add_run_arguments, config_from_args, record_matches, run_dir, run_id
+from vapt.run.record import RECORD_NAME, RecordError, RunRecord
+from vapt.run.selection import PROTOCOL_SPLITS, select_setting
+from vapt.run.train import train
+
+PAPER_SEEDS: tuple[int, ...] = (42, 44, 82, 100, 800)
+PROMPT_LRS: tuple[float, ...] = (50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05)
+FULL_LRS: tuple[float, ...] = (0.001, 0.005, 0.0001, 0.0005)
+WDS: tuple[float, ...] = (0.01, 0.001, 0.0001, 0.0)
+EXECUTORS: tuple[str, ...] = ("local", "slurm", "debug")
+FGVC_NOTE = "chosen on val, not test (the authors' FGVC script chose on test accuracy; not copied)"
+
+
+class SweepError(VaptError):
+    """A sweep stage that cannot complete (runs that did not finish, or a grid where every run failed)."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The learning rates and weight decays searched; `fast` searches wd first, then lr."""
+
+    name: str
+    lrs: tuple[float, ...]
+    wds: tuple[float, ...]
+    anchor_lr: float | None = None
+
+    @property
+    def tag(self) -> str:
+        """A file-name-safe label of the grid."""
+        if self.name != "custom":
+            return self.name
+        return "-".join(",".join(format(v, "g") for v in values) for values in (self.lrs, self.wds))
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"grid {what} {text!r} must be comma-separated numbers") from None
+    if not values:
+        raise ConfigError(f"grid {what} {text!r} is empty")
+    return values
+
+
+def parse_grid(text: str, method: str, benchmark: str) -> Grid:
+    """`paper`, `fast` or `LRS:WDS` (comma-separated) for a method on a benchmark."""
+    trains_backbone = METHODS[method].trains_backbone if method in METHODS else False
+    if trains_backbone:
+        lrs = FULL_LRS
+    else:
+        lrs = PROMPT_LRS if benchmark == "vtab1k" else tuple(lr for lr in PROMPT_LRS if lr != 0.05)
+    if text == "paper":
+        return Grid("paper", lrs, WDS)
+    if text == "fast":
+        return Grid("fast", lrs, WDS, anchor_lr=FULL_LRS[0] if trains_backbone else 5.0)
+    lr_text, sep, wd_text = text.partition(":")
+    if not sep:
+        raise ConfigError(f"grid {text!r} must be paper, fast or LRS:WDS (e.g. 5,1:0.01,0)")
+    grid = Grid("custom", _floats(lr_text, "learning rates"), _floats(wd_text, "weight decays"))
+    if any(v <= 0 for v in grid.lrs) or any(v < 0 for v in grid.wds):
+        raise ConfigError(f"grid {text!r}: learning rates must be > 0 and weight decays >= 0")
+    return grid
+
+
+def expand_tasks(names: Sequence[str]) -> list[str]:
+    """Dataset names, with `vtab1k` and `fgvc` standing for all 19 / 5 datasets."""
+    tasks: list[str] = []
+    for name in names:
+        if name == "vtab1k":
+            tasks += [f"vtab1k/{t}" for t in VTAB_TASKS]
+        elif name == "fgvc":
+            tasks += [f"fgvc/{t}" for t in FGVC_DATASETS]
+        else:
+            tasks.append(name)
+    return list(dict.fromkeys(tasks))
+
+
+def run_configs(configs: Sequence[TrainConfig]) -> list[str]:
+    """Train each config in turn (the job function submitted to submitit); one line per run."""
+    lines = []
+    for config in configs:
+        try:
+            lines.append(f"{run_id(config)}: {train(config)['status']}")
+        except Exception as err:  # one broken run must not stop the others in this job
+            traceback.print_exc()
+            lines.append(f"{run_id(config)}: error ({type(err).__name__}: {err})")
+    return lines
+
+
+class RunJob(Checkpointable):
+    """The submitted job: trains its configs in turn; after a timeout or preemption it is requeued and resumes."""
+
+    def __call__(self, configs: Sequence[TrainConfig]) -> list[str]:
+        return run_configs(configs)
+
+
+def _visible_gpus() -> list[int]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(v) for v in visible.split(",") if v.strip().isdigit()]
+    import torch
+
+    return list(range(torch.cuda.device_count()))
+
+
+@dataclass
+class Launcher:
+    """Executes a batch of runs through a submitit executor and waits for them."""
+
+    executor: str = "local"
+    folder: str = "runs/.submitit"
+    workers: int = 1
+    gpus: int | None = None
+    timeout_min: int = 3 * 24 * 60
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    cpus_per_task: int = 8
+    max_parallel: int = 64
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor {self.executor!r} is not one of {', '.join(EXECUTORS)}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+
+    def run(self, configs: Sequence[TrainConfig]) -> None:
+        """Run `configs` and wait; failures are reported here and detected from the records afterwards."""
+        import submitit
+
+        if self.executor == "debug":
+            executor = submitit.DebugExecutor(folder=self.folder)
+            jobs = [executor.submit(RunJob(), [config]) for config in configs]
+        elif self.executor == "slurm":
+            executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
+            options = dict(slurm_partition=self.slurm_partition, slurm_account=self.slurm_account)
+            executor.update_parameters(
+                name="vapt", timeout_min=self.timeout_min, nodes=1, tasks_per_node=1, gpus_per_node=1,
+                cpus_per_task=self.cpus_per_task, slurm_array_parallelism=self.max_parallel,
+                **{k: v for k, v in options.items() if v},
+            )
+            jobs = executor.map_array(RunJob(), [[config] for config in configs])
+        else:
+            gpus = _visible_gpus() if self.gpus is None else list(range(self.gpus))
+            slots = len(gpus) or self.workers
+            executor = submitit.LocalExecutor(folder=self.folder)
+            jobs = []
+            for slot in range(min(slots, len(configs))):
+                gpu = dict(gpus_per_node=1, visible_gpus=[gpus[slot]]) if gpus else dict(gpus_per_node=0)
+                executor.update_parameters(timeout_min=self.timeout_min, **gpu)
+                jobs.append(executor.submit(RunJob(), list(configs[slot::slots])))
+        print(f"submitted {len(configs)} run(s) as {len(jobs)} {self.executor} job(s); logs in {self.folder}")
+        for job in jobs:
+            try:
+                for line in job.result():
+                    print(line)
+            except Exception as err:
+                print(f"job {job.job_id} failed: {err}", file=sys.stderr)
+
+
+def is_run_done(config: TrainConfig) -> bool:
+    """Whether a run's record says it needs no more work and was made with the config's resize mode and precision.
+
+    An unreadable record is reported and redone.
+    """
+    try:
+        record = RunRecord.read_if_present(run_dir(config) / RECORD_NAME)
+    except RecordError as err:
+        print(f"warning: {err}; the run will be trained again", file=sys.stderr)
+        return False
+    return record is not None and record.is_done and record_matches(config, record.config)
+
+
+def run_stage(configs: Sequence[TrainConfig], launcher: Launcher) -> dict[str, RunRecord]:
+    """Run the configs that are not done yet, then read every record back from its result.json."""
+    unique = {run_id(c): c for c in configs}
+    todo = [c for c in unique.values() if not is_run_done(c)]
+    print(f"{len(unique) - len(todo)} of {len(unique)} run(s) already done; running {len(todo)}")
+    if todo:
+        launcher.run(todo)
+    records, unfinished = {}, []
+    for key, config in unique.items():
+        try:
+            record = RunRecord.read_if_present(run_dir(config) / RECORD_NAME)
+        except RecordError as err:
+            unfinished.append(f"{key} ({err})")
+            continue
+        if record is not None and record.is_done and record_matches(config, record.config):
+            records[key] = record
+        else:
+            reason = (record.error or record.status) if record else "no result"
+            unfinished.append(f"{key} ({reason})")
+    if unfinished:
+        raise SweepError(
+            f"{len(unfinished)} run(s) did not finish: {'; '.join(unfinished[:5])}; "
+            f"run the same command again to resume them (logs in {launcher.folder})"
+        )
+    return records
+
+
+def select_best(records: Sequence[RunRecord | dict[str, Any]], split: str) -> RunRecord | dict[str, Any]:
+    """The finished record with the best last-epoch `split` top-1 (`select_setting`: ties -> smaller lr, wd)."""
+    finished = [r for r in records if r.get("status") == "finished" and split in r.get("final", {})]
+    if not finished:
+        raise SweepError(f"no grid run finished with a {split} score ({len(records)} run(s), all failed)")
+    scores = pd.DataFrame([{"lr": r["config"]["lr"], "wd": r["config"]["wd"], "value": r["final"][split]}
+                           for r in finished])
+    best = select_setting(scores, ["lr", "wd"])
+    return next(r for r in finished if (r["config"]["lr"], r["config"]["wd"]) == (best["lr"], best["wd"]))
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """The protocol's splits for one dataset."""
+
+    base: TrainConfig
+    grid_split: str
+    final_split: str
+    select_split: str
+    report_split: str
+
+    @classmethod
+    def for_task(cls, base: TrainConfig, task: str) -> TaskPlan:
+        """VTAB: train800 -> val200, then train800val200 -> test; FGVC: train -> val/test."""
+        spec = parse_data(task, base.num_classes)
+        config = dataclasses.replace(base, data=task, train_split=None, eval_splits=None)
+        splits = PROTOCOL_SPLITS[spec.benchmark]
+        return cls(config, splits.grid, splits.final, splits.select, splits.report)
+
+    def grid_config(self, lr: float, wd: float, seed: int) -> TrainConfig:
+        """One grid point on the training split, scored on validation."""
+        return dataclasses.replace(self.base, lr=lr, wd=wd, seed=seed, train_split=self.grid_split)
+
+    def final_config(self, lr: float, wd: float, seed: int) -> TrainConfig:
+        """One final run of the chosen setting."""
+        return dataclasses.replace(self.base, lr=lr, wd=wd, seed=seed, train_split=self.final_split)
+
+
+def selection_path(plan: TaskPlan, grid: Grid, seed: int) -> Path:
+    """`<out>/<task>/<backbone>/<method>/selection_<grid>[<variant>].json` beside the task's runs."""
+    parts = run_id(plan.grid_config(1.0, 0.0, seed)).split("/")
+    splits, leaf = parts[3], parts[4]
+    variant = "".join(f"_{p}" for p in leaf.split("_")[3:])
+    if "_frac" in splits:
+        variant = "_frac" + splits.split("_frac", 1)[1] + variant
+    return Path(plan.base.out).joinpath(*parts[:3]) / f"selection_{grid.tag}{variant}.json"
+
+
+def _score(record: dict[str, Any], split: str) -> float | None:
+    return record.get("final", {}).get(split)
+
+
+def sweep(
+    base: TrainConfig,
+    tasks: Sequence[str],
+    grid: str = "paper",
+    seeds: Sequence[int] = PAPER_SEEDS,
+    grid_seed: int = 42,
+    launcher: Launcher | None = None,
+    dry_run: bool = False,
+) -> list[dict[str, Any]]:
+    """Run the protocol for every task; returns (and writes) one selection record per task.
+
+    `dry_run` only lists the first stage's runs (done or to do) and returns an empty list.
+    """
+    launcher = launcher or Launcher(folder=str(Path(base.out) / ".submitit"))
+    if not seeds:
+        raise ConfigError("at least one seed is needed for the final runs")
+    plans = {task: TaskPlan.for_task(base, task) for task in expand_tasks(tasks)}
+    grids = {t: parse_grid(grid, base.method, parse_data(t, base.num_classes).benchmark) for t in plans}
+    for plan in plans.values():
+        plan.grid_config(1.0, 0.0, grid_seed).resolved()
+
+    def points(task: str, stage: str, best_wd: float | None = None) -> list[tuple[float, float]]:
+        g = grids[task]
+        if g.anchor_lr is None:
+            return [(lr, wd) for lr in g.lrs for wd in g.wds]
+        return [(g.anchor_lr, wd) for wd in g.wds] if stage == "wd" else [(lr, best_wd) for lr in g.lrs]
+
+    def grid_stage(stage: str, best_wds: dict[str, float] | None = None) -> dict[str, list[dict[str, Any]]]:
+        configs = {t: [p.grid_config(lr, wd, grid_seed) for lr, wd in points(t, stage, (best_wds or {}).get(t))]
+                   for t, p in plans.items()}
+        records = run_stage([c for cs in configs.values() for c in cs], launcher)
+        return {t: [records[run_id(c)] for c in cs] for t, cs in configs.items()}
+
+    fast = any(g.anchor_lr is not None for g in grids.values())
+    if dry_run:
+        stage = "wd" if fast else "all"
+        first = [p.grid_config(lr, wd, grid_seed) for t, p in plans.items() for lr, wd in points(t, stage)]
+        done = [is_run_done(c) for c in first]
+        for config, finished in zip(first, done, strict=True):
+            print(f"{'done' if finished else 'todo'} {run_id(config)}")
+        then = "the lr stage at the best wd, then " if fast else ""
+        print(f"{len(plans)} task(s): {len(first)} grid run(s), {sum(done)} already done; "
+              f"then {then}{len(seeds)} final run(s) per task")
+        return []
+    grid_records = grid_stage("wd" if fast else "all")
+    if fast:
+        best_wds = {t: select_best(rs, plans[t].select_split)["config"]["wd"] for t, rs in grid_records.items()}
+        grid_records = grid_stage("lr", best_wds)
+    chosen = {t: select_best(rs, plans[t].select_split) for t, rs in grid_records.items()}
+    finals = {t: [plans[t].final_config(r["config"]["lr"], r["config"]["wd"], s) for s in seeds]
+              for t, r in chosen.items()}
+    final_records = run_stage([c for cs in finals.values() for c in cs], launcher)
+
+    selections = []
+    for task, plan in plans.items():
+        best, sel, rep = chosen[task], plan.select_split, plan.report_split
+        runs = [final_records[run_id(c)] for c in finals[task]]
+        scores = [s for s in (_score(r, rep) for r in runs) if s is not None]
+        selection = {
+            "task": task, "backbone": base.backbone, "method": base.method, "grid": grids[task].tag,
+            "grid_lrs": list(grids[task].lrs), "grid_wds": list(grids[task].wds), "grid_seed": grid_seed,
+            "selection_split": sel, "report_split": rep,
+            "grid_runs": [{"run_id": r["run_id"], "lr": r["config"]["lr"], "wd": r["config"]["wd"],
+                           "status": r["status"], f"{sel}_top1": _score(r, sel)} for r in grid_records[task]],
+            "chosen": {"lr": best["config"]["lr"], "wd": best["config"]["wd"], "run_id": best["run_id"],
+                       f"{sel}_top1": _score(best, sel)},
+            "final_runs": [{"run_id": r["run_id"], "seed": r["config"]["seed"], "status": r["status"],
+                            f"{rep}_top1": _score(r, rep)} for r in runs],
+            f"{rep}_top1_mean": statistics.fmean(scores) if scores else None,
+            f"{rep}_top1_std": statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None),
+        }
+        if plan.base.data.startswith("fgvc/"):
+            selection["note"] = FGVC_NOTE
+        write_json_atomic(selection_path(plan, grids[task], grid_seed), selection)
+        mean, std = selection[f"{rep}_top1_mean"], selection[f"{rep}_top1_std"]
+        summary = f"{mean:.2f} ± {std:.2f} over {len(scores)} seed(s)" if scores else "no finished final run"
+        print(f"{task}: chose lr {format(best['config']['lr'], 'g')} wd {format(best['config']['wd'], 'g')} "
+              f"({sel} {_score(best, sel):.2f}); {rep} top-1 {summary}")
+        selections.append(selection)
+    return selections
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vapt sweep ...`: the protocol for one backbone and method over one or more datasets."""
+    parser = argparse.ArgumentParser(prog="python -m vapt sweep", epilog=DOCS_HELP, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="+", required=True,
+                        help="vtab1k/<task> or fgvc/<dataset> (several allowed; vtab1k / fgvc = all of them)")
+    add_run_arguments(parser)
+    parser.add_argument("--grid", default="paper", help="paper (default), fast, or LRS:WDS such as 5,1:0.01,0")
+    parser.add_argument("--seeds", type=_seeds, default=PAPER_SEEDS, help="final-run seeds (42,44,82,100,800)")
+    parser.add_argument("--grid-seed", type=int, default=42, help="seed of the grid runs (default 42)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: one process per GPU (or --workers on CPU); slurm; debug: in this process")
+    parser.add_argument("--workers", type=int, default=1, help="local executor without GPUs: parallel processes")
+    parser.add_argument("--gpus", type=int, default=None, help="local executor: GPUs to use (default: all visible)")
+    parser.add_argument("--timeout-min", type=int, default=3 * 24 * 60, help="per-job time limit in minutes")
+    parser.add_argument("--slurm-partition", default=None)
+    parser.add_argument("--slurm-account", default=None)
+    parser.add_argument("--cpus-per-task", type=int, default=8, help="SLURM CPUs per run")
+    parser.add_argument("--max-parallel", type=int, default=64, help="SLURM array parallelism")
+    parser.add_argument("--dry-run", action="store_true", help="list the grid runs (done / to do) and stop")
+    args = parser.parse_args(argv)
+    base = config_from_args(args, data=expand_tasks(args.data)[0], lr=1.0, wd=0.0)
+    launcher = Launcher(
+        executor=args.executor, folder=str(Path(args.out) / ".submitit"), workers=args.workers, gpus=args.gpus,
+        timeout_min=args.timeout_min, slurm_partition=args.slurm_partition, slurm_account=args.slurm_account,
+        cpus_per_task=args.cpus_per_task, max_parallel=args.max_parallel,
+    )
+    sweep(base, args.data, grid=args.grid, seeds=args.seeds, grid_seed=args.grid_seed, launcher=launcher,
+          dry_run=args.dry_run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""One run: backbone + method + dataset + lr + wd + seed -> train, evaluate, checkpoint, result record.
+
+Optimization follows the paper's protocol (docs/protocol.md): SGD (momentum 0.9; AdamW for `full`),
+cross-entropy, learning rate = grid value x batch_size / 256, linear warm-up from 0 then cosine to 0, stepped once per
+epoch with timm's CosineLRScheduler. Warm-up lasts 10 epochs for the paper's 100; for other run
+lengths it is min(10, epochs // 10) unless `warmup_epochs` is given. Weight decay applies to every
+trainable parameter except the head bias. CUDA runs use bf16 autocast (`--precision fp32` turns it
+off), CPU runs fp32. VTAB-1K images are resized with TensorFlow v1's bilinear rule by default (`--resize`),
+and preprocessed images come from a uint8 cache built on first use (`--no-cache`: decode every epoch).
+Runs made before `--resize` and `--precision` existed used PIL's resize and bf16 and are read so; the
+run id marks any other value (`_rstf1`, `_fp32`), so a `tf1` run never takes an older PIL run as done.
+
+Each epoch writes `<out>/<run id>/checkpoint.pt` (trainable parameters, optimizer, scheduler and
+RNG states); the same command resumes from it, and the data order depends only on (seed, epoch),
+so a resumed run ends where an uninterrupted one does. A finished run writes `result.json` and
+`trainable.pt` (the trained prompts and head) and is skipped when run again. A NaN or infinite
+loss ends the run as `failed` (recorded, not retried; exit code 1).
+
+Backbones load pre-trained weights from the timm hub or its cache unless `--weights PATH` names a
+local file; `vit_test` and `--no-pretrained` use random weights drawn from the seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import random
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from vapt import DOCS_HELP
+from vapt.config import METHODS
+from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
+from vapt.data.cache import cached_run_loaders
+from vapt.errors import ConfigError
+from vapt.io import save_torch_atomic
+from vapt.models.backbones import TEST_BACKBONES
+from vapt.run.config import (
+    PAPER_BATCH_SIZE,
+    PAPER_EPOCHS,
+    TrainConfig,
+    add_run_arguments,
+    config_from_args,
+    record_matches,
+    run_dir,
+    run_id,
+)
+from vapt.run.record import FAILED, FINISHED, INTERRUPTED, LEGACY_RUN_FIELDS, NON_FINITE, RECORD_NAME, RunRecord
+
+__all__ = ["PAPER_BATCH_SIZE", "PAPER_EPOCHS", "TrainConfig", "build_optimizer", "build_scheduler", "evaluate",
+           "run_dir", "run_id", "train"]
+
+
+def learning_rate(config: TrainConfig) -> float:
+    """The optimizer's peak learning rate: grid value x batch_size / 256."""
+    return config.lr * config.batch_size / 256
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9 (AdamW for methods that train the backbone); weight decay on all but the head bias."""
+    decay, no_decay = [], []
+    for name, param in model.trainable_parameters():
+        (no_decay if name == "head.bias" else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.wd}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    if METHODS[config.method].trains_backbone:
+        return torch.optim.AdamW(groups, lr=learning_rate(config))
+    return torch.optim.SGD(groups, lr=learning_rate(config), momentum=0.9)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    """timm's CosineLRScheduler, stepped once per epoch: linear warm-up from 0, cosine to 0."""
+    from timm.scheduler import CosineLRScheduler
+
+    config = config.resolved()
+    return CosineLRScheduler(
+        optimizer, t_initial=config.epochs, warmup_t=config.warmup_epochs, warmup_lr_init=0.0, lr_min=0.0
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; asking for an absent GPU is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for, but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """Versions, device and host of this run."""
+    import timm
+    import torchvision
+
+    import vapt
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "timm": timm.__version__,
+        "vapt": getattr(vapt, "__version__", "unknown"),
+        "device": f"{device.type} ({name})" if name else device.type, "hostname": socket.gethostname(),
+    }
+
+
+def _rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "python": random.getstate(),
+        "loader": loader_generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], loader_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    loader_generator.set_state(state["loader"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of the data order of one epoch."""
+    return seed * 100_003 + epoch
+
+
+def _batches(loader: DataLoader, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    yield from tqdm(loader, desc=desc, leave=False, disable=None, file=sys.stderr)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, precision: str = "bf16") -> float:
+    """Top-1 accuracy in percent (0-100); `precision` is the CUDA autocast precision (CPU always runs fp32)."""
+    model.eval()
+    correct = total = 0
+    for images, labels in _batches(loader, "eval"):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with _autocast(device, precision):
+            logits = model(images)
+        correct += int((logits.argmax(dim=1) == labels).sum())
+        total += labels.numel()
+    return 100.0 * correct / total
+
+
+def _autocast(device: torch.device, precision: str = "bf16") -> Any:
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _loader(dataset: Dataset, config: TrainConfig, device: torch.device, shuffle: bool,
+            generator: torch.Generator) -> DataLoader:
+    workers = config.num_workers if config.num_workers is not None else (
+        0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=workers, pin_memory=device.type == "cuda", drop_last=False)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def train(config: TrainConfig, stop_after: int | None = None) -> RunRecord:
+    """Run (or resume, or skip when done) one training run; returns its result record.
+
+    `stop_after=k` stops after k completed epochs as an interruption would (checkpoint written,
+    no result); the returned record then has status `interrupted`.
+    """
+    config = config.resolved()
+    directory = run_dir(config)
+    result_path, checkpoint_path = directory / RECORD_NAME, directory / "checkpoint.pt"
+    existing = RunRecord.read_if_present(result_path)
+    if existing is not None and not record_matches(config, existing.config):
+        made = ", ".join(f"{k} {existing.config.get(k)}" for k in LEGACY_RUN_FIELDS)
+        raise ConfigError(f"{result_path} was made with {made}, not resize {config.resize}, precision "
+                          f"{config.precision}; move it away to train this run")
+    if existing is not None and existing.is_done:
+        print(f"skipping {run_id(config)}: already {existing.status} ({result_path})")
+        return existing
+
+    import vapt
+    from vapt.config import config_to_dict
+
+    device = resolve_device(config.device)
+    spec: DataSpec = parse_data(config.data, config.num_classes)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    pretrained = config.pretrained and config.weights is None and config.backbone not in TEST_BACKBONES
+    model = vapt.create_model(config.backbone, config.method, spec.num_classes, pretrained=pretrained,
+                              weights=config.weights, **config.method_overrides())
+    if config.image_size not in (None, model.image_size):
+        raise ConfigError(f"image_size {config.image_size} does not match backbone {config.backbone!r}, "
+                          f"which takes {model.image_size} px input")
+    config = dataclasses.replace(config, image_size=model.image_size, pretrained=pretrained)
+
+    train_set: Dataset = build_dataset(spec, config.data_root, config.train_split, config.image_size, True,
+                                       config.resize)
+    if config.fraction < 1.0:
+        train_set = Subset(train_set, stratified_fraction(train_set.targets, config.fraction, config.seed))
+    eval_sets = {s: build_dataset(spec, config.data_root, s, config.image_size, resize=config.resize)
+                 for s in config.eval_splits}
+    model.to(device)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    loader_generator = torch.Generator()
+    train_loader = _loader(train_set, config, device, shuffle=True, generator=loader_generator)
+    eval_loaders = {s: _loader(d, config, device, False, torch.Generator()) for s, d in eval_sets.items()}
+    if config.cache:
+        train_loader, eval_loaders = cached_run_loaders(config, train_set, eval_sets, device, loader_generator)
+    if config.compile:
+        model.compile()
+
+    record = RunRecord(
+        run_id=run_id(config), config=config.to_dict(), method_config=config_to_dict(model.config),
+        params=vapt.count_parameters(model),
+        samples={"train": len(train_set), **{s: len(d) for s, d in eval_sets.items()}}, env=environment(device),
+    )
+    start_epoch, elapsed_before = 0, 0.0
+    if checkpoint_path.is_file():
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        model.load_trainable_state_dict(checkpoint["trainable"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        _set_rng_state(checkpoint["rng"], loader_generator)
+        start_epoch, elapsed_before = checkpoint["epoch"], checkpoint["wall_time_s"]
+        record.epochs = json.loads(checkpoint["epochs"])
+        print(f"resuming {record.run_id} after epoch {start_epoch}")
+    else:
+        print(f"run {record.run_id} on {device}")
+    started = time.perf_counter()
+
+    def finish(status: str, error: str | None = None, failure: str | None = None) -> RunRecord:
+        record.status, record.error, record.failure = status, error, failure
+        record.wall_time_s = elapsed_before + time.perf_counter() - started
+        if status != INTERRUPTED:
+            record.write(result_path)
+        return record
+
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            scheduler.step(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            loader_generator.manual_seed(epoch_seed(config.seed, epoch))
+            model.train()
+            loss_sum, seen = 0.0, 0
+            for images, labels in _batches(train_loader, f"epoch {epoch + 1}/{config.epochs}"):
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with _autocast(device, config.precision):
+                    logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"loss became {loss.item()} in epoch {epoch + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * labels.numel()
+                seen += labels.numel()
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen}
+            if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+                for split, loader in eval_loaders.items():
+                    row[f"{split}_top1"] = evaluate(model, loader, device, config.precision)
+            record.epochs.append(row)
+            print(" ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            save_torch_atomic(checkpoint_path, {
+                "epoch": epoch + 1, "trainable": model.trainable_state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(loader_generator), "epochs": json.dumps(record.epochs),
+                "wall_time_s": elapsed_before + time.perf_counter() - started,
+            })
+            if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
+                return finish(INTERRUPTED)
+    except NonFiniteLoss as err:
+        print(f"failed {record.run_id}: {err}")
+        return finish(FAILED, error=str(err), failure=NON_FINITE)
+    except Exception as err:
+        finish(FAILED, error=f"{type(err).__name__}: {err}", failure="exception")
+        raise
+    last = record.epochs[-1]
+    record.final = {split: last[f"{split}_top1"] for split in config.eval_splits}
+    model.save_trainable(directory / "trainable.pt")
+    finish(FINISHED)
+    checkpoint_path.unlink(missing_ok=True)
+    scores = ", ".join(f"{split} top-1 {value:.2f}" for split, value in record.final.items())
+    print(f"finished {record.run_id}: {scores}")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vapt train ...`: one run; exit 0 when finished, 1 when it failed (e.g. NaN loss)."""
+    parser = argparse.ArgumentParser(prog="python -m vapt train", epilog=DOCS_HELP, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="vtab1k/<task> or fgvc/<dataset>")
+    add_run_arguments(parser)
+    parser.add_argument("--lr", type=float, required=True, help="grid value; optimizer uses lr x batch/256")
+    parser.add_argument("--wd", type=float, required=True, help="weight decay")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--train-split", default=None, help="default: train800 (VTAB-1K), train (FGVC)")
+    parser.add_argument("--eval-splits", nargs="+", default=None,
+                        help="default: val200 after train800, test after train800val200, FGVC: val test")
+    args = parser.parse_args(argv)
+    eval_splits = tuple(args.eval_splits) if args.eval_splits else None
+    record = train(config_from_args(args, eval_splits=eval_splits))
+    return 0 if record.finished else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
