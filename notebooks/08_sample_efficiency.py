@@ -12,10 +12,12 @@
 # ---
 
 # %% [markdown]
-# # TH: estimation rates of prompt experts (simulation; THEORY.md)
+# # TH: estimation rates of prompt experts (simulation)
 #
 # Log-log slopes of the estimation error against the sample size n, with bootstrap confidence
-# intervals, beside the rates the theory predicts. `MODE = "full"` reads the full run
+# intervals, beside the rates the theory predicts. Each prediction has a kind: `rate` (two-sided test),
+# `bound` (an upper bound: a faster slope meets it) or `none` (reported, not judged); `docs/theory.md`
+# explains how to read the verdicts. `MODE = "full"` reads the full run
 # (`python -m theory.sample_efficiency --full`; its committed outputs are in `figures/theory_full/`);
 # `MODE = "smoke"` runs the simulation on a reduced grid
 # (a few seconds), which is too small to test the rates.
@@ -40,7 +42,9 @@ if MODE == "full":
 else:
     theory, out, note = smoke.theory_quick(), smoke.cache_dir() / "figures", smoke.THEORY_LABEL
 summary = pd.read_csv(theory / "summary.csv")
-summary[["family", "fitted_atoms", "regime", "metric", "slope", "ci_low", "ci_high", "predicted", "verdict"]]
+columns = ["family", "fitted_atoms", "regime", "metric", "kind", "slope", "median_slope", "ci_low", "ci_high",
+           "predicted", "verdict", "degenerate_share"]
+summary[[c for c in columns if c in summary.columns]]  # runs written before kinds existed lack some columns
 
 # %%
 paths = figures.theory_figure(summary, out, note=note)

@@ -1,9 +1,12 @@
-"""Benchmark: least-squares fits per second with the analytic Jacobian vs finite differences.
+"""Benchmark: Levenberg-Marquardt (``lm``, NumPy, normal equations) against scipy's ``trf`` on the same fits.
 
 python -m theory.bench [--n 8000] [--fits 4] [--families vpt,vapt,vapt_linear] [--regime exact]
 
-Besides whole fits it times the parts of one trf iteration: the Jacobian (analytic vs forward
-differences) and the thin SVD of the Jacobian, which trf computes in every iteration either way.
+For each family both solvers run the same best-of-starts fits (same data, same starts); the table gives
+fits per second, CPU-seconds, the speed-up, and how the objectives agree: the number of fits where lm
+is within 1e-6 relative of trf or lower, where trf is lower by more than that, and the largest relative
+gap. A second table times the parts of one iteration: the Jacobian (analytic vs forward differences),
+trf's thin SVD of the Jacobian, and lm's normal equations (J^T J, J^T r and a Cholesky solve).
 """
 
 from __future__ import annotations
@@ -22,9 +25,51 @@ from theory.models import MixingMeasure, default_truth, sample_data
 from theory.sample_efficiency import _family_list, _int_at_least, _Parser
 from theory.voronoi import voronoi_d1
 
+#: Relative objective gap within which two solvers count as reaching the same fit.
+AGREEMENT_RTOL = 1e-6
+
+
+def _problems(family: str, regime: str, n: int, n_fits: int, seed: int):
+    cfg = make_config(family, regime)
+    model, G = default_truth(family)
+    problems = []
+    for rep in range(n_fits):
+        rng = np.random.default_rng(derive_seed(f"bench|{cfg.key}", n, rep, seed))
+        X, Y = sample_data(model, G, n, 0.1, rng)
+        starts = initial_points(G, cfg.n_atoms, mode="noise", regime=regime, n=n, n_starts=N_STARTS[regime], rng=rng)
+        problems.append((X, Y, starts))
+    return cfg, model, problems
+
+
+def compare_solvers(family: str, regime: str, n: int, n_fits: int, seed: int = 0) -> dict:
+    """Run the same ``n_fits`` best-of-starts fits with ``lm`` and ``trf``; speed and objective agreement."""
+    cfg, model, problems = _problems(family, regime, n, n_fits, seed)
+    row = {"family": family, "regime": regime, "n": n, "fits": n_fits}
+    costs = {}
+    for solver in ("lm", "trf"):
+        wall, cpu = time.perf_counter(), time.process_time()
+        results = [
+            fit_least_squares(
+                model, X, Y, starts, n_atoms=cfg.n_atoms, tol=TOLERANCE[regime], max_nfev=MAX_NFEV[regime],
+                method=solver,
+            )
+            for X, Y, starts in problems
+        ]
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        row[f"{solver}_fits_per_s"] = n_fits / wall
+        row[f"{solver}_cpu_s"] = cpu
+        row[f"{solver}_nfev"] = float(np.mean([r.nfev for r in results]))
+        costs[solver] = np.array([r.cost for r in results])
+    row["speedup"] = row["lm_fits_per_s"] / row["trf_fits_per_s"]
+    rel = (costs["lm"] - costs["trf"]) / np.abs(costs["trf"])
+    row["lm_same_or_lower"] = int(np.sum(rel <= AGREEMENT_RTOL))
+    row["trf_lower"] = int(np.sum(rel > AGREEMENT_RTOL))
+    row["max_rel_gap"] = float(np.max(np.abs(rel)))
+    return row
+
 
 def bench_family(family: str, regime: str, n: int, n_fits: int, seed: int = 0, method: str = "trf") -> dict:
-    """Time ``n_fits`` identical fits with the analytic Jacobian and with scipy's '2-point' differences."""
+    """Time ``n_fits`` identical scipy fits with the analytic Jacobian and with scipy's '2-point' differences."""
     cfg = make_config(family, regime)
     model, G = default_truth(family)
     problems = []
@@ -73,11 +118,12 @@ def _best_time(fn, repeats: int) -> float:
 
 
 def iteration_costs(family: str, regime: str, n: int, seed: int = 0, repeats: int = 5) -> dict:
-    """Milliseconds for the parts of one trf iteration at the true atoms plus start noise.
+    """Milliseconds for the parts of one solver iteration at the true atoms plus start noise.
 
     ``jac_analytic_ms``: forward pass and analytic Jacobian; ``jac_2point_ms``: forward pass and the P
     extra forward passes of a forward-difference Jacobian (scipy's '2-point' step); ``svd_ms``: the
     thin SVD of the Jacobian that every trf iteration computes, whichever Jacobian is used;
+    ``normal_eq_ms``: what lm does with the Jacobian instead (J^T J, J^T r, Cholesky);
     ``jac_max_abs_gap``: the largest entry-wise difference between the two Jacobians.
     """
     cfg = make_config(family, regime)
@@ -106,6 +152,13 @@ def iteration_costs(family: str, regime: str, n: int, seed: int = 0, repeats: in
     J = analytic()
     t_an, t_fd = _best_time(analytic, repeats), _best_time(two_point, repeats)
     t_svd = _best_time(lambda: scipy.linalg.svd(J, full_matrices=False), repeats)
+    r = predict(z).f
+
+    def normal_equations() -> np.ndarray:
+        A = J.T @ J
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(A + 1e-3 * np.diag(np.diag(A))), J.T @ r)
+
+    t_ne = _best_time(normal_equations, repeats)
     return {
         "family": family,
         "regime": regime,
@@ -115,34 +168,38 @@ def iteration_costs(family: str, regime: str, n: int, seed: int = 0, repeats: in
         "jac_2point_ms": 1e3 * t_fd,
         "jac_speedup": t_fd / t_an,
         "svd_ms": 1e3 * t_svd,
+        "normal_eq_ms": 1e3 * t_ne,
         "iteration_speedup": (t_fd + t_svd) / (t_an + t_svd),
+        "lm_vs_trf_iteration": (t_an + t_svd) / (t_an + t_ne),
         "jac_max_abs_gap": float(np.abs(J - two_point()).max()),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print fits per second for both Jacobians and their ratio."""
-    p = _Parser(prog="python -m theory.bench", description="Analytic Jacobian vs finite differences.")
+    """Print fits per second and objective agreement of lm and trf, then the cost of one iteration by part."""
+    p = _Parser(prog="python -m theory.bench", description="lm (normal equations) vs scipy trf on the same fits.")
     p.add_argument("--n", type=_int_at_least(50), default=8000, help="sample size (default 8000)")
-    p.add_argument("--fits", type=_int_at_least(1), default=4, help="fits per family and method (default 4)")
+    p.add_argument("--fits", type=_int_at_least(1), default=4, help="fits per family and solver (default 4)")
     p.add_argument("--families", type=_family_list, default=["vpt", "vapt", "vapt_linear"])
     p.add_argument("--regime", choices=("exact", "over"), default="exact")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--method", choices=("trf", "lm"), default="trf", help="least-squares method (default trf)")
+    p.add_argument("--method", choices=("trf", "lm"), default=None, help="ignored: both solvers are timed")
     args = p.parse_args(argv)
     limit_blas_threads()
-    print("== Benchmark of the least-squares fits in the prompt-MoE simulation ==")
-    rows = [bench_family(f, args.regime, args.n, args.fits, args.seed, args.method) for f in args.families]
+    print("== Benchmark of the least-squares fits in the prompt-MoE simulation: lm vs trf on the same fits ==")
+    rows = [compare_solvers(f, args.regime, args.n, args.fits, args.seed) for f in args.families]
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    total_a = sum(args.fits / r["analytic_fits_per_s"] for r in rows)
-    total_f = sum(args.fits / r["2-point_fits_per_s"] for r in rows)
+    lm_cpu, trf_cpu = table["lm_cpu_s"].sum(), table["trf_cpu_s"].sum()
+    total = len(rows) * args.fits
     print(
-        f"overall: analytic {len(rows) * args.fits / total_a:.3g} fits/s, 2-point "
-        f"{len(rows) * args.fits / total_f:.3g} fits/s, speedup {total_f / total_a:.2f}x"
+        f"overall: lm {total / sum(args.fits / r['lm_fits_per_s'] for r in rows):.3g} fits/s, trf "
+        f"{total / sum(args.fits / r['trf_fits_per_s'] for r in rows):.3g} fits/s; CPU-s lm {lm_cpu:.2f}, trf "
+        f"{trf_cpu:.2f} ({trf_cpu / lm_cpu:.2f}x); objective: lm within {AGREEMENT_RTOL:g} relative of trf or lower "
+        f"in {int(table['lm_same_or_lower'].sum())} of {total} fits, trf lower in {int(table['trf_lower'].sum())}"
     )
     costs = pd.DataFrame([iteration_costs(f, args.regime, args.n, args.seed) for f in args.families])
-    print("one trf iteration, by part (ms; the SVD is paid with either Jacobian):")
+    print("one iteration, by part (ms): Jacobian analytic vs 2-point; trf's SVD vs lm's normal equations:")
     print(costs.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0
 

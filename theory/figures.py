@@ -11,8 +11,8 @@ import pandas as pd
 from theory.io import atomic_write
 
 SIMULATION_LABEL = "Simulation of the least-squares prompt-MoE framework (not a reproduced paper figure)"
-_PANEL_METRICS = {"exact": ("D1", "L2"), "over": ("D2", "L2"), "misspecified": ("L2",)}
-_STYLE = {"exact": "-", "over": "--", "misspecified": "-"}
+_PANEL_METRICS = {"exact": ("D1", "L2"), "over": ("D2", "L2"), "misspecified": ("L2",), "local": ("W1", "L2")}
+_STYLE = {"exact": "-", "over": "--", "misspecified": "-", "local": ":"}
 
 
 def _geometric_means(group: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -20,3 +20,15 @@ def run_module():
         return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Run each test with one BLAS thread: the fits are small, and the machines running the tests are shared."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1):
+        yield

@@ -6,7 +6,19 @@ import pandas as pd
 from theory.experiment import run_experiment, summarize
 from theory.sample_efficiency import main
 
-REQUIRED = ["family", "regime", "metric", "slope", "ci_low", "ci_high", "predicted", "verdict"]
+REQUIRED = [
+    "family",
+    "regime",
+    "metric",
+    "kind",
+    "slope",
+    "median_slope",
+    "ci_low",
+    "ci_high",
+    "predicted",
+    "verdict",
+    "degenerate_share",
+]
 
 
 def test_vapt_l2_rate_on_reduced_grid():
@@ -42,7 +54,8 @@ def test_cli_writes_labelled_outputs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Simulation" in printed and "not a reproduced paper figure" in printed
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary.columns[:8]) == REQUIRED
+    assert list(summary.columns[: len(REQUIRED)]) == REQUIRED
+    assert set(summary["kind"]) == {"rate"}
     assert set(summary["regime"]) == {"exact"} and set(summary["family"]) == {"vpt"}
     assert {"D1", "L2"} <= set(summary["metric"])
     assert summary["source"].str.contains("simulation").all()
@@ -51,6 +64,7 @@ def test_cli_writes_labelled_outputs(tmp_path, capsys):
     assert len(fits) == 9 and {"failed", "converged", "n", "replicate", "D1", "L2"} <= set(fits.columns)
     assert (out / "sample_efficiency.png").stat().st_size > 10_000
     assert sorted(p.name for p in out.iterdir()) == [
+        "degenerate.csv",
         "fits.csv",
         "sample_complexity.csv",
         "sample_efficiency.png",

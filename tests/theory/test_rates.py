@@ -3,9 +3,10 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from theory.rates import RateEstimate, estimate_rate, predicted_slope, sample_complexity, verdict
+from theory.rates import RateEstimate, estimate_rate, predicted_slope, prediction_kind, sample_complexity, verdict
 
 
 def _power_law(exponent, scale=2.0, noise=0.2, reps=20, seed=0, ns=(1000, 2000, 4000, 8000, 16000, 32000)):
@@ -64,8 +65,74 @@ def test_verdicts():
     assert verdict(_rate(-0.30, -0.10), -0.5, l2_slope=-0.5) == "inconsistent"
     assert verdict(_rate(-0.60, -0.40), -0.5, l2_slope=-0.2) == "fit failed"
     assert verdict(_rate(-0.01, 0.01), 0.0) == "consistent"
-    assert verdict(_rate(-0.20, -0.05), float("nan"), l2_slope=-0.5) == "consistent"
-    assert verdict(_rate(-0.60, -0.40), float("nan"), l2_slope=-0.5) == "inconsistent"
+    # no polynomial rate predicted: reported, never judged
+    assert verdict(_rate(-0.20, -0.05), float("nan"), l2_slope=-0.5) == "reported"
+    assert verdict(_rate(-0.60, -0.40), float("nan"), l2_slope=-0.5) == "reported"
+
+
+def test_rate_kind_is_two_sided():
+    assert verdict(_rate(-0.62, -0.42), -0.5, l2_slope=-0.5, kind="rate") == "consistent"
+    assert verdict(_rate(-0.90, -0.65), -0.5, l2_slope=-0.5, kind="rate") == "inconsistent"  # faster
+    assert verdict(_rate(-0.35, -0.15), -0.5, l2_slope=-0.5, kind="rate") == "inconsistent"  # slower
+
+
+def test_bound_kind_is_one_sided():
+    # met faster than the -1/4 bound: consistent (the bound is an upper bound on the error)
+    assert verdict(_rate(-0.60, -0.45), -0.25, l2_slope=-0.5, kind="bound") == "consistent"
+    assert verdict(_rate(-0.30, -0.20), -0.25, l2_slope=-0.5, kind="bound") == "consistent"
+    assert verdict(_rate(-0.16, -0.10), -0.25, l2_slope=-0.5, kind="bound") == "consistent"  # CI reaches p + 0.1
+    # the whole CI above p + 0.1: significantly slower than the bound allows
+    assert verdict(_rate(-0.12, -0.02), -0.25, l2_slope=-0.5, kind="bound") == "inconsistent"
+    # the same faster CI is inconsistent when read as a two-sided rate
+    assert verdict(_rate(-0.60, -0.45), -0.25, l2_slope=-0.5, kind="rate") == "inconsistent"
+
+
+def test_none_kind_inconclusive_and_fit_failed():
+    assert verdict(_rate(-0.6, -0.4), -0.5, l2_slope=-0.5, kind="none") == "reported"
+    # CI half-width above 0.15: more replicates needed, whatever the kind
+    assert verdict(_rate(-0.70, -0.38), -0.5, l2_slope=-0.5, kind="rate") == "inconclusive"
+    assert verdict(_rate(-0.70, -0.38), -0.25, l2_slope=-0.5, kind="bound") == "inconclusive"
+    assert verdict(_rate(-0.64, -0.36), -0.5, l2_slope=-0.5, kind="rate") == "consistent"  # half-width 0.14
+    # an L2 slope above -0.35 means the optimizer did not track the truth
+    assert verdict(_rate(-0.6, -0.5), -0.25, l2_slope=-0.3, kind="bound") == "fit failed"
+    assert verdict(_rate(-0.6, -0.5), -0.5, l2_slope=-0.3, kind="none") == "fit failed"
+    with pytest.raises(ValueError, match="'tight'"):
+        verdict(_rate(-0.6, -0.5), -0.5, kind="tight")
+
+
+def test_prediction_kinds():
+    assert prediction_kind("vapt", "exact", "D1") == "rate"
+    assert prediction_kind("vapt", "over", "D2") == "rate"
+    assert prediction_kind("vapt", "over", "L2") == "rate"
+    for metric in ("D1", "param_err", "expert_sup"):
+        assert prediction_kind("vpt", "over", metric) == "bound"
+        assert prediction_kind("prefix", "over", metric) == "none"
+    assert prediction_kind("vapt_linear", "over", "D2") == "none"
+    assert prediction_kind("vpt", "local", "W1") == "rate" and predicted_slope("vpt", "local", "W1") == -0.25
+    assert prediction_kind("vpt", "local", "max_pair_err") == "none"
+    assert prediction_kind("vapt", "misspecified", "L2", fitted_family="vpt") == "rate"
+
+
+def test_summary_flags_median_slope_and_reports_degenerate_share():
+    from theory.experiment import summarize
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (1000, 2000, 4000, 8000, 16000):
+        for rep in range(10):
+            loss = n**-0.5 * np.exp(0.05 * rng.standard_normal())
+            # two diverging fits at the largest n pull the mean-log slope, not the median-log one
+            d1 = loss * (1e4 if n == 16000 and rep < 2 else 1.0)
+            rows.append(dict(truth="vpt", family="vpt", regime="over", fitted_atoms=3, n=n, replicate=rep,
+                             failed=False, L2=loss, D1=d1, D2=loss, param_err=loss, expert_sup=loss,
+                             degenerate=rep < 3))
+    summary = summarize(pd.DataFrame(rows), n_boot=200)
+    d1 = summary[summary["metric"] == "D1"].iloc[0]
+    assert d1["kind"] == "bound" and d1["median_differs"]
+    assert d1["median_slope"] == pytest.approx(-0.5, abs=0.05) and d1["slope"] > -0.3
+    d2 = summary[summary["metric"] == "D2"].iloc[0]
+    assert d2["kind"] == "rate" and not d2["median_differs"] and d2["verdict"] == "consistent"
+    np.testing.assert_allclose(summary["degenerate_share"], 0.3)
 
 
 def test_predictions():

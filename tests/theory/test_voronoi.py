@@ -81,3 +81,45 @@ def test_rejects_atoms_of_another_family():
     _, G_vapt = default_truth("vapt")
     with pytest.raises(ValueError, match="same family"):
         voronoi_d1(G_vpt, G_vapt)
+
+
+def _fit(atoms, weights):
+    return MixingMeasure(np.array(atoms, dtype=float), np.log(np.array(weights, dtype=float)))
+
+
+def test_degenerate_flag_on_hand_built_fits():
+    from theory.voronoi import is_degenerate
+
+    _, G = default_truth("vpt")  # atoms (1, -0.5) and (-0.8, 0.6), weights 1 and exp(-0.5)
+    w0, w1 = G.weights
+    near = [[1.05, -0.5], [0.95, -0.45], [-0.8, 0.62]]
+    # two atoms share cell 0 with 60 % / 40 % of its weight: not degenerate
+    assert not is_degenerate(_fit(near, [0.6 * w0, 0.4 * w0, w1]), G)
+    # the extra atom holds 5 % of its cell: degenerate
+    assert is_degenerate(_fit(near, [0.95 * w0, 0.05 * w0, w1]), G)
+    # just above the 10 % threshold the atom is not small
+    assert not is_degenerate(_fit(near, [0.88 * w0, 0.12 * w0, w1]), G)
+    # an atom wandered farther than 1 from its true atom (still nearest to it): degenerate
+    assert is_degenerate(_fit([[1.0, -0.5], [2.1, -0.5], [-0.8, 0.6]], [0.5 * w0, 0.5 * w0, w1]), G)
+    # an exact fit at the truth is not degenerate; a small weight in a one-atom cell does not count
+    assert not is_degenerate(G, G)
+    assert not is_degenerate(_fit([[1.0, -0.5], [-0.8, 0.6]], [w0, 0.01]), G)
+
+
+def test_parameter_and_expert_errors_over_multi_atom_cells_weighted_by_share():
+    from theory.models import make_family
+    from theory.voronoi import evaluation_grid, expert_sup_error, parameter_error
+
+    _, G = default_truth("vpt")
+    family = make_family("vpt")
+    w0, w1 = G.weights
+    # cell 0 holds two atoms at distance 0.1 (share 0.75) and 0.3 (share 0.25); cell 1 one atom at 0.5
+    fit = _fit([[1.1, -0.5], [1.3, -0.5], [-0.8, 1.1]], [0.75 * w0, 0.25 * w0, w1])
+    assert parameter_error(fit, G) == pytest.approx(0.75 * 0.1 + 0.25 * 0.3)  # multi-atom cell only
+    assert parameter_error(fit, G, multi_atom_only=False) == pytest.approx(
+        (0.75 * w0 * 0.1 + 0.25 * w0 * 0.3 + w1 * 0.5) / (w0 + w1)
+    )
+    # h = c^T p with c = (1, -2): the experts are off by 0.1 and 0.3 in cell 0, by 1.0 in cell 1
+    grid = evaluation_grid(2, 5)
+    assert expert_sup_error(family, fit, G, grid) == pytest.approx(0.75 * 0.1 + 0.25 * 0.3)
+    assert expert_sup_error(family, fit, G, grid, multi_atom_only=False) == pytest.approx(1.0)

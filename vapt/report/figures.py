@@ -416,6 +416,10 @@ def _flops_increase(frame: pd.DataFrame) -> float | None:
 
 
 # -------------------------------------------------------------------------------------- theory
+#: Verdicts not annotated on the theory figure: agreement, and rows with no predicted rate to judge.
+UNREMARKABLE_VERDICTS = frozenset({"consistent", "reported"})
+
+
 def theory_figure(summary: pd.DataFrame, source: DataSource | None = None) -> plt.Figure:
     """Estimated convergence slopes with bootstrap CIs beside the predicted rates, per prompt family."""
     needed = {"family", "regime", "metric", "slope", "ci_low", "ci_high", "predicted"}
@@ -440,7 +444,7 @@ def theory_figure(summary: pd.DataFrame, source: DataSource | None = None) -> pl
                    label=f"{metric}: predicted")
         if "verdict" in part:
             for xi, yi, verdict in zip(x, part["ci_high"], part["verdict"], strict=False):
-                if isinstance(verdict, str) and verdict != "consistent" and np.isfinite(yi):
+                if isinstance(verdict, str) and verdict not in UNREMARKABLE_VERDICTS and np.isfinite(yi):
                     ax.annotate(verdict, (xi, yi), textcoords="offset points", xytext=(0, 4), ha="center",
                                 fontsize=7)
     ax.set_xticks(np.arange(len(settings)), settings)
@@ -448,7 +452,8 @@ def theory_figure(summary: pd.DataFrame, source: DataSource | None = None) -> pl
     ax.axhline(0, color="0.6", linewidth=0.8)
     ax.legend(frameon=False, fontsize=8, ncol=2)
     verdicts = frame["verdict"].astype(str) if "verdict" in frame else pd.Series(dtype=str)
-    agree = f"; {int((verdicts == 'consistent').sum())} of {len(verdicts)} rows consistent" if len(verdicts) else ""
+    counts = verdicts.value_counts()
+    agree = ("; " + ", ".join(f"{counts[v]} {v}" for v in counts.index)) if len(verdicts) else ""
     ax.set_title(f"Theory: estimation rates of prompt experts (simulation){agree}")
     return _finish(fig, source)
 
