@@ -16,7 +16,7 @@ from vapt.report.frame import load_results
 from vapt.report.gradcam import load_run_images
 from vapt.run.config import TrainConfig, record_matches, run_dir, run_id
 from vapt.run.record import RECORD_NAME, RunRecord
-from vapt.run.sweep import is_run_done
+from vapt.run.sweep import Launcher, SweepError, is_run_done, run_stage
 from vapt.run.train import train
 
 NEW_FIELDS = ("resize", "precision", "cache", "cache_dir", "compile")
@@ -72,6 +72,9 @@ def test_a_record_made_with_another_resize_is_neither_done_nor_overwritten(data_
     assert not record_matches(pil, RunRecord.read(path).config) and not is_run_done(pil)
     with pytest.raises(ConfigError, match=r"result.json was made with resize tf1, precision bf16, not resize pil"):
         train(pil)
+    assert path.read_bytes() == before
+    with pytest.raises(SweepError, match="made with resize tf1, precision bf16; move it away"):
+        run_stage([pil], Launcher("debug", folder=str(tmp_path / "submitit")))
     assert path.read_bytes() == before
 
 

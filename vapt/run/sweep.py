@@ -230,6 +230,9 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher) -> dict[str, R
             records[key] = record
         else:
             reason = (record.error or record.status) if record else "no result"
+            if record is not None and not record_matches(config, record.config):
+                reason = (f"its result.json was made with resize {record.config.get('resize')}, precision "
+                          f"{record.config.get('precision')}; move it away")
             unfinished.append(f"{key} ({reason})")
     if unfinished:
         raise SweepError(
