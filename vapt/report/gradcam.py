@@ -94,13 +94,17 @@ def gradcam_from_runs(runs: str | os.PathLike, images: int = 5,
 
 def load_run_images(run_dir: str | os.PathLike, count: int = 5, split: str = "test") -> tuple[
         np.ndarray, Any, list[str]]:
-    """`count` test images of a run's dataset, one per class where possible: pixels, model inputs, titles."""
+    """`count` test images of a run's dataset, one per class where possible: pixels, model inputs, titles.
+
+    Images are resized as the run's were (its recorded `resize`; PIL for records that predate the option).
+    """
     import torch
     from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     config = run_config(run_dir)
     spec = parse_data(config.data, config.num_classes)
-    dataset = build_dataset(spec, config.data_root, split, image_size=config.image_size or 224)
+    # the run's own resize mode (records made before the option existed read as PIL, their resize)
+    dataset = build_dataset(spec, config.data_root, split, image_size=config.image_size or 224, resize=config.resize)
     targets = dataset.targets
     chosen: list[int] = []
     for label in dict.fromkeys(targets):
