@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("SWIN_BACKBONES", "PromptedSwin", "create_swin_model"), "vapt.models.swin"),
     **dict.fromkeys(("RunRecord", "RecordError"), "vapt.run.record"),
     "TrainConfig": "vapt.run.config",
+    **dict.fromkeys(("gate_mass", "prompt_dependence"), "vapt.report.lens"),
 }
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "figures": ("vapt.paper.draw", "draw every paper figure from runs, a bench CSV and a theory run"),
     "smoke": ("vapt.paper.smoke", "run every experiment at toy scale on CPU (cached by code version)"),
     "bench": ("vapt.run.bench", "measure step time, memory, throughput, FLOPs and parameters per method"),
+    "lens": ("vapt.report.lens_command", "the MoE lens: prompt gate mass and input dependence of trained runs"),
     "fixtures": ("vapt.data.fixtures", "write tiny datasets in the real VTAB-1K / FGVC layouts"),
+    "data": ("vapt.data.check", "`data check`: layouts, split sizes, classes, unreadable images; a manifest"),
+    "gpu-check": ("vapt.run.gpu_check", "the prepared GPU check: bench, train, compile; a cost summary"),
 }
 
 

@@ -17,7 +17,7 @@ from vapt.report import paper as P
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAMES = (
     "01_main_results", "02_self_supervised", "03_low_data", "04_backbone_scale", "05_ablations", "06_gradcam",
-    "07_efficiency", "08_sample_efficiency",
+    "07_efficiency", "08_sample_efficiency", "09_moe_lens",
 )
 FIGURE_NOTEBOOKS = NAMES[2:]
 LIMIT_S = 290  # each notebook must finish well under five minutes
@@ -167,6 +167,21 @@ def test_sample_efficiency_notebook_in_full_mode_shows_the_committed_full_run(tm
     assert "vapt_linear" in table and "over" in table and "misspecified" in table
     assert outputs(notebook, "image/png")
     assert (tmp_path / "theory.png").exists() and (tmp_path / "theory.pdf").exists()
+
+
+def test_moe_lens_notebook_in_full_mode_reads_the_runs_of_the_given_tasks(smoke_cache, tmp_path):
+    from vapt.paper import smoke
+
+    runs = smoke.main_results(methods=("vpt_shallow", "vpt_deep", "vapt"))
+    notebook, _ = run_notebook("09_moe_lens", MODE="full", RUNS=str(runs), DATA_ROOT=str(smoke.transfer_data()),
+                               TASKS=[smoke.TASK], BACKBONE="vit_test", IMAGES=16, FIGURES=str(tmp_path))
+    printed = "".join(outputs(notebook, "stream"))
+    assert f"python -m vapt lens --run {runs}" in printed and "--images 16" in printed
+    table = (tmp_path / f"vtab1k-{smoke.TASK}" / "lens.csv").read_text().splitlines()
+    assert table[0].startswith("run,method,backbone,data,split,images,num_prompts")
+    assert len(table) == 1 + 3 * 4 * 4 * 2  # header + runs x layers x heads x query kinds
+    assert (tmp_path / f"vtab1k-{smoke.TASK}" / "lens_vs_theory.png").exists()
+    assert len(outputs(notebook, "image/png")) == 4  # three lens figures and the one beside the theory
 
 
 def test_smoke_cache_is_keyed_by_the_code_version(tmp_path, monkeypatch):

@@ -75,10 +75,14 @@ def parse_data(name: str, num_classes: int | None = None) -> DataSpec:
 
 
 def build_dataset(
-    spec: DataSpec, root: str | Path, split: str, image_size: int = 224, train: bool = False
+    spec: DataSpec, root: str | Path, split: str, image_size: int = 224, train: bool = False,
+    resize: str | None = None,
 ) -> ImageListDataset:
-    """One split of a dataset with the paper's preprocessing (`train` selects FGVC's augmentation)."""
-    transform = build_transform(spec.benchmark, train=train, image_size=image_size)
+    """One split of a dataset with the paper's preprocessing (`train` selects FGVC's augmentation).
+
+    `resize`: `tf1` or `pil` (default: `tf1` for VTAB-1K, `pil` for FGVC; see `vapt.data.resize`).
+    """
+    transform = build_transform(spec.benchmark, train=train, image_size=image_size, resize=resize)
     if spec.benchmark == "vtab1k":
         return VTABDataset(root, spec.task, split, transform, num_classes=spec.num_classes)
     return FGVCDataset(root, spec.task, split, transform, num_classes=spec.num_classes)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms as T
 
+from vapt.data.resize import build_resized_transform, resolve_resize
 from vapt.errors import ConfigError
 
 BENCHMARKS: tuple[str, ...] = ("vtab1k", "fgvc")
@@ -18,15 +19,20 @@ def build_transform(
     image_size: int = 224,
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    resize: str | None = None,
 ) -> T.Compose:
     """Preprocessing for a benchmark: VTAB resizes without augmentation; FGVC crops (random when training).
 
-    FGVC resizes the short side to image_size * 256 / 224 (256 at 224 px) before cropping.
+    FGVC resizes the short side to image_size * 256 / 224 (256 at 224 px) before cropping. `resize` is
+    `tf1` (TensorFlow v1 bilinear, VTAB's default) or `pil` (PIL anti-aliased bilinear, FGVC's default);
+    see `vapt.data.resize`.
     """
     if benchmark not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
     if not isinstance(image_size, int) or image_size < 1:
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+    if resolve_resize(benchmark, resize) == "tf1":
+        return build_resized_transform(benchmark, train, image_size, "tf1", mean, std)
     finish = [T.ToTensor(), T.Normalize(mean, std)]
     if benchmark == "vtab1k":
         return T.Compose([T.Resize((image_size, image_size), T.InterpolationMode.BILINEAR), *finish])

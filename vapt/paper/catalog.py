@@ -1,5 +1,6 @@
-"""The paper's items (T1, T2, F-low, F-scale, F-cam, A, E, TH): the commands and runs that make each one,
-and the notebooks' prologue (`prepare`), which reads the runs in full mode or the smoke runs in smoke mode.
+"""The paper's items (T1, T2, F-low, F-scale, F-cam, A, E, TH) and the MoE lens (lens, read from the T1
+runs): the commands and runs that make each one, and the notebooks' prologue (`prepare`), which reads
+the runs in full mode or the smoke runs in smoke mode.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ NEEDS: dict[str, str] = {
 
 # The commands that produce each table / figure on a GPU machine (DATA = the data root).
 T1_PROMPT_METHODS: tuple[str, ...] = ("linear", "full", "vpt_shallow", "vpt_deep", "vapt")
+LENS_METHODS: tuple[str, ...] = ("vpt_shallow", "vpt_deep", "vapt")  # the prompt methods the MoE lens looks into
 REPRODUCE: dict[str, list[str]] = {
     "T1": [
         *(f"python -m vapt sweep --backbone vit_b16_in21k --method {m} --data vtab1k fgvc --data-root {{data}} "
@@ -81,6 +83,12 @@ REPRODUCE: dict[str, list[str]] = {
         "--device cuda --dtype bf16 --out {runs}/bench.csv",
         "python -m vapt figures --runs {runs} --out figures --bench {runs}/bench.csv",
     ],
+    "lens": [
+        *(f"python -m vapt sweep --backbone vit_b16_in21k --method {m} --data vtab1k --data-root {{data}} "
+          f"--out {{runs}}" for m in LENS_METHODS),
+        "python -m vapt lens --run <vpt_shallow run> --run <vpt_deep run> --run <vapt run> --data-root {data} "
+        "--out figures/lens/<task>  # final runs of one task under {runs}, found by notebooks/09_moe_lens",
+    ],
     "TH": [
         "python -m theory.sample_efficiency --full --out {runs}/theory",
         "python -m vapt figures --runs {runs} --out figures --theory {runs}/theory",
@@ -89,7 +97,7 @@ REPRODUCE: dict[str, list[str]] = {
 
 
 def reproduce_commands(item: str, data_root: str = DATA, runs: str = "runs") -> list[str]:
-    """The commands that produce a table or figure (T1, T2, F-low, F-scale, F-cam, A, E, TH) at full scale."""
+    """The commands that produce a table or figure (T1, T2, F-low, F-scale, F-cam, A, E, TH, lens) at full scale."""
     if item not in REPRODUCE:
         raise ValueError(f"unknown item {item!r}; expected one of {', '.join(REPRODUCE)}")
     return [command.format(data=data_root, runs=runs) for command in REPRODUCE[item]]
@@ -100,7 +108,7 @@ def reproduce_commands(item: str, data_root: str = DATA, runs: str = "runs") -> 
 # item -> (smoke experiment standing in for it, what the notebook reads: runs folder or bench CSV)
 SMOKE_STAND_INS: dict[str, str] = {
     "T1": "main", "T2": "self_supervised", "F-low": "low_data", "F-scale": "main", "F-cam": "main",
-    "A": "ablations", "E": "efficiency", "TH": "theory",
+    "A": "ablations", "E": "efficiency", "TH": "theory", "lens": "main",
 }
 
 

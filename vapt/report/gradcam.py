@@ -2,8 +2,9 @@
 
 Setup as in the paper: the target layer is the norm before attention in the last block, prefix and
 prompt tokens are dropped before the maps are reshaped to the patch grid, and eigen-smoothing and
-augmentation smoothing are on. `gradcam_from_runs` finds finished VPT and VAPT runs, loads their
-trained prompts and head, and returns inputs and maps for `vapt.report.figures.gradcam_figure`.
+augmentation smoothing are on. `gradcam_from_runs` finds finished VPT and VAPT runs, rebuilds their
+trained models (`vapt.report.runs`, shared with the MoE lens), and returns inputs and maps for
+`vapt.report.figures.gradcam_figure`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vapt.data import build_dataset, parse_data
-from vapt.models.factory import create_model
 from vapt.report.paper import method_label
-from vapt.run.config import TrainConfig
-from vapt.run.record import RECORD_NAME, RunRecord, scan_records
+from vapt.report.runs import find_model_runs, finished_runs, load_run_model, model_runs, run_config
 
 GRADCAM_TASKS: tuple[str, ...] = ("sun397", "svhn", "resisc45", "clevr_count", "kitti")
 
@@ -60,8 +58,6 @@ def gradcam_maps(model: Any, images: Any, eigen_smooth: bool = True, aug_smooth:
     return np.asarray(maps, dtype=np.float32)
 
 
-
-
 def gradcam_from_runs(runs: str | os.PathLike, images: int = 5,
                       methods: Sequence[str] = ("vpt_deep", "vapt")) -> GradcamData | None:
     """Inputs and Grad-CAM maps of finished runs, for the grid of input / VPT / VAPT rows.
@@ -96,69 +92,19 @@ def gradcam_from_runs(runs: str | os.PathLike, images: int = 5,
     return GradcamData(np.concatenate(pixels), stacked, titles)
 
 
-def finished_runs(runs: str | os.PathLike) -> list[tuple[Path, RunRecord]]:
-    """(run folder, record) of every finished run under `runs` that saved its trained weights."""
-    return [(path.parent, record) for path, record in scan_records(runs, warn=False)
-            if record.finished and (path.parent / "trainable.pt").is_file()]
-
-
-def model_runs(runs: str | os.PathLike, methods: Sequence[str]) -> dict[tuple[str, str], dict[str, Path]]:
-    """(backbone, dataset) -> method -> the best finished full-data run (default options) with trainable.pt.
-
-    Only datasets where every method in `methods` has such a run; best = highest last reported top-1.
-    """
-    candidates: dict[tuple[str, str], dict[str, list[tuple[float, Path]]]] = {}
-    for folder, record in finished_runs(runs):
-        config = record.config
-        method = config.get("method")
-        if method not in methods or config.get("fraction", 1.0) != 1.0 or config.get("method_options"):
-            continue
-        final = record.final
-        score = final.get("test", max(final.values(), default=0.0))
-        key = (str(config.get("backbone")), str(config.get("data")))
-        candidates.setdefault(key, {}).setdefault(method, []).append((float(score), folder))
-    return {
-        key: {m: max(by_method[m], key=lambda item: item[0])[1] for m in methods}
-        for key, by_method in sorted(candidates.items())
-        if set(methods) <= set(by_method)
-    }
-
-
-def find_model_runs(runs: str | os.PathLike, methods: Sequence[str],
-                    preferred_tasks: Sequence[str] = ()) -> dict[str, Path] | None:
-    """One finished run per method on a common (backbone, dataset); datasets in `preferred_tasks` first."""
-    found = model_runs(runs, methods)
-    if not found:
-        return None
-    rank = {t: i for i, t in enumerate(preferred_tasks)}
-    key = min(found, key=lambda k: (rank.get(k[1].split("/", 1)[-1], len(rank)), k))
-    return found[key]
-
-
-def _run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    return TrainConfig.from_dict(RunRecord.read(Path(run_dir) / RECORD_NAME).config)
-
-
-def load_run_model(run_dir: str | os.PathLike) -> Any:
-    """The trained model of a finished run: its backbone and weights, method options and trainable.pt."""
-    config = _run_config(run_dir)
-    spec = parse_data(config.data, config.num_classes)
-    model = create_model(config.backbone, config.method, spec.num_classes,
-                              pretrained=bool(config.pretrained) and config.weights is None,
-                              weights=config.weights, **config.method_overrides())
-    model.load_trainable(Path(run_dir) / "trainable.pt")
-    return model.eval()
-
-
 def load_run_images(run_dir: str | os.PathLike, count: int = 5, split: str = "test") -> tuple[
         np.ndarray, Any, list[str]]:
-    """`count` test images of a run's dataset, one per class where possible: pixels, model inputs, titles."""
+    """`count` test images of a run's dataset, one per class where possible: pixels, model inputs, titles.
+
+    Images are resized as the run's were (its recorded `resize`; PIL for records that predate the option).
+    """
     import torch
     from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    config = _run_config(run_dir)
+    config = run_config(run_dir)
     spec = parse_data(config.data, config.num_classes)
-    dataset = build_dataset(spec, config.data_root, split, image_size=config.image_size or 224)
+    # the run's own resize mode (records made before the option existed read as PIL, their resize)
+    dataset = build_dataset(spec, config.data_root, split, image_size=config.image_size or 224, resize=config.resize)
     targets = dataset.targets
     chosen: list[int] = []
     for label in dict.fromkeys(targets):
@@ -173,3 +119,15 @@ def load_run_images(run_dir: str | os.PathLike, count: int = 5, split: str = "te
     return pixels, inputs, [f"{spec.task}: class {targets[i]}" for i in chosen]
 
 
+__all__ = [
+    "GRADCAM_TASKS",
+    "GradcamData",
+    "find_model_runs",
+    "finished_runs",
+    "gradcam_from_runs",
+    "gradcam_maps",
+    "load_run_images",
+    "load_run_model",
+    "model_runs",
+    "vit_reshape_transform",
+]

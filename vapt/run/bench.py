@@ -63,6 +63,7 @@ class BenchSettings:
     recompute: bool = False
     num_classes: int = 10
     threads: int | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch", "num_tokens", "steps", "num_classes"):
@@ -158,6 +159,8 @@ class MethodBench:
         self.cpu_memory = CpuPeakMemory()
         torch.manual_seed(0)
         self.model = build_model(settings, method).to(self.device)
+        if settings.compile:
+            self.model.compile()
         size = native_image_size(self.model)
         self.images = torch.randn(settings.batch, 3, size, size, device=self.device)
         self.labels = torch.randint(0, settings.num_classes, (settings.batch,), device=self.device)
@@ -418,10 +421,14 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | 
     parser.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: native)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="autocast precision")
+    parser.add_argument("--dtype", "--precision", dest="dtype", default="fp32", choices=sorted(DTYPES),
+                        help="autocast precision (default fp32)")
     parser.add_argument("--recompute", action="store_true", help="VAPT: recompute adaptive prompts in backward")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: PyTorch's)")
+    parser.add_argument("--compile", action="store_true", help="run each model under torch.compile (off by default)")
     parser.add_argument("--out", default=None, help="write the table to this CSV file")
+    parser.add_argument("--loader", action="store_true",
+                        help="measure the data path instead (cold vs cached); see `bench --loader --help`")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -429,13 +436,18 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | 
     settings = BenchSettings(
         backbone=args.backbone, batch=args.batch, num_tokens=args.num_tokens, device=args.device,
         image_size=args.image_size, steps=args.steps, warmup=args.warmup, dtype=args.dtype,
-        recompute=args.recompute, threads=args.threads,
+        recompute=args.recompute, threads=args.threads, compile=args.compile,
     )
     return settings, methods, args.out
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt bench`: measure the methods, print the table and ratios, optionally write a CSV."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--loader" in argv:
+        from vapt.run.loader_bench import main as loader_main
+
+        return loader_main([a for a in argv if a != "--loader"])
     settings, methods, out = parse_args(argv)
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {settings.device} requested but CUDA is not available on this machine")

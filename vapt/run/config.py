@@ -1,4 +1,11 @@
-"""What defines one run: `TrainConfig`, its run id and folder, and the command-line options that build it."""
+"""What defines one run: `TrainConfig`, its run id and folder, and the command-line options that build it.
+
+Resize mode and precision: records written before these options existed carry neither field; they were
+made with PIL's resize and bf16 autocast, and are read as `resize: pil`, `precision: bf16`
+(`LEGACY_RUN_FIELDS`). The run id marks every other value (`_rstf1`, `_fp32`), so the VTAB-1K default
+`tf1` gets run ids of its own and never takes an older PIL run's place; `record_matches` checks the same
+fields before an existing record counts as done.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +19,14 @@ from typing import Any
 import yaml
 
 from vapt.data import parse_data
+from vapt.data.resize import RESIZE_MODES, resolve_resize
 from vapt.data.spec import AUTHORS_HEAD_WIDTHS
 from vapt.errors import ConfigError
+from vapt.run.record import LEGACY_RUN_FIELDS
 
 PAPER_EPOCHS = 100
 PAPER_BATCH_SIZE = 64
+PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,11 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int | None = None
     eval_every: int = 1
+    resize: str | None = None
+    precision: str = "bf16"
+    cache: bool = True
+    cache_dir: str | None = None
+    compile: bool = False
 
     def resolved(self) -> TrainConfig:
         """Validate every field and fill the data-dependent defaults (splits, warm-up)."""
@@ -62,6 +77,9 @@ class TrainConfig:
             raise ConfigError(f"fraction must be in (0, 1], got {self.fraction!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        resize = resolve_resize(spec.benchmark, self.resize)
         warmup = min(10, self.epochs // 10) if self.warmup_epochs is None else self.warmup_epochs
         if not isinstance(warmup, int) or not 0 <= warmup < self.epochs:
             raise ConfigError(f"warmup_epochs must be an integer in [0, epochs), got {warmup!r}")
@@ -73,7 +91,7 @@ class TrainConfig:
                     f"split {split!r} is not one of {spec.name}'s splits: {', '.join(spec.splits)}"
                 )
         return dataclasses.replace(
-            self, warmup_epochs=warmup, train_split=train_split, eval_splits=eval_splits,
+            self, warmup_epochs=warmup, train_split=train_split, eval_splits=eval_splits, resize=resize,
             method_options=tuple(sorted((str(k), v) for k, v in self.method_options)),
         )
 
@@ -125,6 +143,10 @@ def run_id(config: TrainConfig) -> str:
         leaf += f"_bs{config.batch_size}"
     if config.num_classes is not None and config.num_classes == AUTHORS_HEAD_WIDTHS.get(config.data):
         leaf += f"_head{config.num_classes}"  # the authors' wider head (KITTI: 196 outputs for 4 classes)
+    if config.resize != LEGACY_RUN_FIELDS["resize"]:
+        leaf += f"_rs{config.resize}"
+    if config.precision != LEGACY_RUN_FIELDS["precision"]:
+        leaf += f"_{config.precision}"
     parts = [f"{benchmark}-{task}", config.backbone, method, splits, leaf]
     return "/".join(p.replace("/", "_").replace(" ", "_") for p in parts)
 
@@ -132,6 +154,13 @@ def run_id(config: TrainConfig) -> str:
 def run_dir(config: TrainConfig) -> Path:
     """The folder of a run: `<out>/<run id>`."""
     return Path(config.out) / run_id(config)
+
+
+def record_matches(config: TrainConfig, record_config: dict[str, Any]) -> bool:
+    """Whether a result record's config was made with `config`'s resize mode and precision (missing = legacy)."""
+    config = config.resolved()
+    return all(record_config.get(name, legacy) == getattr(config, name)
+               for name, legacy in LEGACY_RUN_FIELDS.items())
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -163,6 +192,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--num-workers", type=int, default=None, help="loader workers (default 0 on CPU)")
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs and at the end")
+    parser.add_argument("--resize", choices=RESIZE_MODES, default=None,
+                        help="tf1: TensorFlow v1 bilinear (VTAB-1K default), pil: PIL anti-aliased (FGVC default)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="bf16",
+                        help="CUDA autocast precision (default bf16); no effect on CPU, which always runs fp32")
+    parser.add_argument("--no-cache", dest="cache", action="store_false",
+                        help="decode and resize every image in every epoch instead of using the preprocessed cache")
+    parser.add_argument("--cache-dir", default=None,
+                        help="preprocessed cache (default: DATA_ROOT/.vapt-cache if writable, else ~/.cache/vapt)")
+    parser.add_argument("--compile", action="store_true", help="run the model under torch.compile (off by default)")
 
 
 def config_from_args(args: argparse.Namespace, **fields: Any) -> TrainConfig:

@@ -2,8 +2,10 @@
 
 Every other module reads and writes result records through this class. A record carries a schema
 version; records without one were written before the field existed and have the same layout
-(version 1). A file that is truncated, is not a result record, or comes from a newer schema raises
-`RecordError` naming the file; `scan_records` reports such files by name and goes on.
+(version 1). Configs that lack the later `resize` and `precision` fields are read with the values those
+runs used (`LEGACY_RUN_FIELDS`: PIL resize, bf16). A file that is truncated, is not a result record, or
+comes from a newer schema raises `RecordError` naming the file; `scan_records` reports such files by
+name and goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ RECORD_NAME = "result.json"
 RUNNING, INTERRUPTED, FINISHED, FAILED = "running", "interrupted", "finished", "failed"
 STATUSES: tuple[str, ...] = (RUNNING, INTERRUPTED, FINISHED, FAILED)
 NON_FINITE = "non_finite_loss"  # failure kind of a run whose loss became NaN or infinite (final, not retried)
+# Config fields a record may lack because it predates them, and how those runs were made: PIL's resize, bf16.
+LEGACY_RUN_FIELDS: dict[str, str] = {"resize": "pil", "precision": "bf16"}
 REQUIRED_CONFIG = ("backbone", "method", "data", "seed", "lr", "wd", "epochs")
 
 
@@ -90,6 +94,8 @@ class RunRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("run_id", "")
+        values["config"] = {**data["config"], **{k: v for k, v in LEGACY_RUN_FIELDS.items()
+                                                 if data["config"].get(k) is None}}
         values["final"] = dict(values.get("final") or {})
         values["params"] = dict(values.get("params") or {})
         values["schema"] = SCHEMA_VERSION
@@ -157,6 +163,7 @@ __all__ = [
     "FAILED",
     "FINISHED",
     "INTERRUPTED",
+    "LEGACY_RUN_FIELDS",
     "NON_FINITE",
     "RUNNING",
     "SCHEMA_VERSION",

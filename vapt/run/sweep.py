@@ -40,7 +40,7 @@ from vapt.config import METHODS
 from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
 from vapt.io import check_writable_dir, write_json_atomic
-from vapt.run.config import TrainConfig, add_run_arguments, config_from_args, run_dir, run_id
+from vapt.run.config import TrainConfig, add_run_arguments, config_from_args, record_matches, run_dir, run_id
 from vapt.run.lock import is_live
 from vapt.run.record import FAILED, RECORD_NAME, RecordError, RunRecord
 from vapt.run.selection import PROTOCOL_SPLITS, select_setting
@@ -285,13 +285,16 @@ def wait_with_progress(jobs: Sequence[Any], configs: Sequence[TrainConfig], poll
 
 
 def is_run_done(config: TrainConfig) -> bool:
-    """Whether a run's record says it needs no more work; an unreadable record is reported and redone."""
+    """Whether a run's record says it needs no more work and was made with the config's resize mode and precision.
+
+    An unreadable record is reported and redone.
+    """
     try:
         record = RunRecord.read_if_present(run_dir(config) / RECORD_NAME)
     except RecordError as err:
         print(f"warning: {err}; the run will be trained again", file=sys.stderr)
         return False
-    return record is not None and record.is_done
+    return record is not None and record.is_done and record_matches(config, record.config)
 
 
 def unreadable_records(configs: Sequence[TrainConfig]) -> list[RecordError]:
@@ -353,10 +356,13 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
         except RecordError as err:
             unfinished.append(f"{key} ({err})")
             continue
-        if record is not None and record.is_done:
+        if record is not None and record.is_done and record_matches(config, record.config):
             records[key] = record
         else:
             reason = (record.error or record.status) if record else "no result"
+            if record is not None and not record_matches(config, record.config):
+                reason = (f"its result.json was made with resize {record.config.get('resize')}, precision "
+                          f"{record.config.get('precision')}; move it away")
             unfinished.append(f"{key} ({reason})")
     if unfinished:
         raise SweepError(

@@ -5,7 +5,11 @@ cross-entropy, learning rate = grid value x batch_size / 256, linear warm-up fro
 a cosine to 0 over the remaining T - w epochs (as the authors'), stepped once per epoch with timm's
 CosineLRScheduler. Warm-up lasts 10 epochs for the paper's 100; for other run lengths it is min(10,
 epochs // 10) unless `warmup_epochs` is given. Weight decay applies to every trainable parameter except
-the head bias. CUDA runs use bf16 autocast, CPU runs fp32.
+the head bias. CUDA runs use bf16 autocast (`--precision fp32` turns it off), CPU runs fp32. VTAB-1K
+images are resized with TensorFlow v1's bilinear rule by default (`--resize`), and preprocessed images
+come from a uint8 cache built on first use (`--no-cache`: decode every epoch). Runs made before
+`--resize` and `--precision` existed used PIL's resize and bf16 and are read so; the run id marks any
+other value (`_rstf1`, `_fp32`), so a `tf1` run never takes an older PIL run as done.
 
 Each epoch writes `<out>/<run id>/checkpoint.pt` (trainable parameters, optimizer, scheduler and
 RNG states); the same command resumes from it, and the data order depends only on (seed, epoch),
@@ -42,6 +46,7 @@ from tqdm import tqdm
 from vapt import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
+from vapt.data.cache import cached_run_loaders
 from vapt.errors import CheckpointError, ConfigError, load_failure
 from vapt.io import check_writable_dir, save_torch_atomic
 from vapt.models.backbones import TEST_BACKBONES
@@ -51,11 +56,22 @@ from vapt.run.config import (
     TrainConfig,
     add_run_arguments,
     config_from_args,
+    record_matches,
     run_dir,
     run_id,
 )
 from vapt.run.lock import LOCK_NAME, try_lock
-from vapt.run.record import FAILED, FINISHED, INTERRUPTED, NON_FINITE, RECORD_NAME, RUNNING, RecordError, RunRecord
+from vapt.run.record import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    LEGACY_RUN_FIELDS,
+    NON_FINITE,
+    RECORD_NAME,
+    RUNNING,
+    RecordError,
+    RunRecord,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RESTART_FLAG = "--restart-unreadable"
@@ -156,21 +172,23 @@ def _batches(loader: DataLoader, desc: str) -> Iterator[tuple[torch.Tensor, torc
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> float:
-    """Top-1 accuracy in percent (0-100)."""
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, precision: str = "bf16") -> float:
+    """Top-1 accuracy in percent (0-100); `precision` is the CUDA autocast precision (CPU always runs fp32)."""
     model.eval()
     correct = total = 0
     for images, labels in _batches(loader, "eval"):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with _autocast(device):
+        with _autocast(device, precision):
             logits = model(images)
         correct += int((logits.argmax(dim=1) == labels).sum())
         total += labels.numel()
     return 100.0 * correct / total
 
 
-def _autocast(device: torch.device) -> Any:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def _autocast(device: torch.device, precision: str = "bf16") -> Any:
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def _loader(dataset: Dataset, config: TrainConfig, device: torch.device, shuffle: bool,
@@ -250,6 +268,10 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
     except RecordError as err:
         raise RecordError(f"{err}; it is kept in place; pass {RESTART_FLAG} to set it aside and start the run "
                           f"afresh") from None
+    if existing is not None and not record_matches(config, existing.config):
+        made = ", ".join(f"{k} {existing.config.get(k)}" for k in LEGACY_RUN_FIELDS)
+        raise ConfigError(f"{result_path} was made with {made}, not resize {config.resize}, precision "
+                          f"{config.precision}; move it away to train this run")
     if existing is not None and existing.is_done:
         print(f"skipping {run_id(config)}: already {existing.status} ({result_path})")
         return existing
@@ -272,16 +294,22 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
                           f"which takes {model.image_size} px input{divisible}")
     config = dataclasses.replace(config, image_size=model.image_size, pretrained=pretrained)
 
-    train_set: Dataset = build_dataset(spec, config.data_root, config.train_split, config.image_size, True)
+    train_set: Dataset = build_dataset(spec, config.data_root, config.train_split, config.image_size, True,
+                                       config.resize)
     if config.fraction < 1.0:
         train_set = Subset(train_set, stratified_fraction(train_set.targets, config.fraction, config.seed))
-    eval_sets = {s: build_dataset(spec, config.data_root, s, config.image_size) for s in config.eval_splits}
+    eval_sets = {s: build_dataset(spec, config.data_root, s, config.image_size, resize=config.resize)
+                 for s in config.eval_splits}
     model.to(device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     loader_generator = torch.Generator()
     train_loader = _loader(train_set, config, device, shuffle=True, generator=loader_generator)
     eval_loaders = {s: _loader(d, config, device, False, torch.Generator()) for s, d in eval_sets.items()}
+    if config.cache:
+        train_loader, eval_loaders = cached_run_loaders(config, train_set, eval_sets, device, loader_generator)
+    if config.compile:
+        model.compile()
 
     record = RunRecord(
         run_id=run_id(config), config=config.to_dict(), method_config=config_to_dict(model.config),
@@ -323,7 +351,7 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
             loss_sum, seen = 0.0, 0
             for images, labels in _batches(train_loader, f"epoch {epoch + 1}/{config.epochs}"):
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                with _autocast(device):
+                with _autocast(device, config.precision):
                     logits = model(images)
                 loss = F.cross_entropy(logits.float(), labels)
                 if not torch.isfinite(loss):
@@ -336,7 +364,7 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen}
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 for split, loader in eval_loaders.items():
-                    row[f"{split}_top1"] = evaluate(model, loader, device)
+                    row[f"{split}_top1"] = evaluate(model, loader, device, config.precision)
             record.epochs.append(row)
             print(" ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
             save_torch_atomic(checkpoint_path, {

@@ -1,0 +1,99 @@
+"""`python -m vapt data check`: layout, sizes against the benchmark's, classes, unreadable images, a manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vapt.__main__ import main as vapt_main
+from vapt.data import write_fixtures
+from vapt.data.check import VTAB_TEST_SIZES, check_data_root, compare_manifests
+from vapt.data.vtab import VTAB_TASKS
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fixtures")
+    write_fixtures(root, tasks=("vtab1k/cifar", "fgvc/cub"), num_classes=3)
+    return root
+
+
+@pytest.fixture
+def data_root(fixture_root: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(fixture_root, root)
+    return root
+
+
+def test_a_clean_copy_reports_sizes_classes_and_missing_tasks(data_root: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "manifest.json"
+    assert vapt_main(["data", "check", "--data-root", str(data_root), "--out", str(out)]) == 0
+    manifest = json.loads(out.read_text())
+    assert set(manifest["datasets"]) == {"vtab1k/cifar", "fgvc/cub"}
+    assert len(manifest["missing"]) == len(VTAB_TASKS) - 1 + 4 and "vtab1k/dtd" in manifest["missing"]
+    train = manifest["datasets"]["vtab1k/cifar"]["splits"]["train800"]
+    assert (train["images"], train["expected_images"], train["size_matches"]) == (12, 800, False)
+    assert train["classes"] == 3 and train["missing_classes"] == list(range(3, 100))
+    assert train["image_sizes"] == {"32x32": 12} and len(train["sha256"]) == 64
+    assert manifest["datasets"]["vtab1k/cifar"]["splits"]["test"]["expected_images"] == VTAB_TEST_SIZES["cifar"]
+    assert manifest["datasets"]["fgvc/cub"]["splits"]["val"]["expected_images"] == 600
+    assert all(d["status"] == "ok" for d in manifest["datasets"].values())
+    text = capsys.readouterr().out
+    assert "train800        12 images (benchmark: 800, DIFFERS (warning)), 3/100 classes" in text
+    assert "not found (22)" in text
+    # the VTAB test sizes are labelled as the commonly used ones; a different count is a warning, not a problem
+    assert f"(commonly used VTAB test size: {VTAB_TEST_SIZES['cifar']}, DIFFERS (warning))" in text
+
+
+def test_problems_are_named_and_fail_the_check(data_root: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    task = data_root / "vtab-1k" / "cifar"
+    (task / "images" / "val200_00001.png").write_bytes(b"not a png")
+    (task / "images" / "test_00002.png").unlink()
+    with open(task / "train800.txt", "a", encoding="utf-8") as handle:
+        handle.write("images/train800_00000.png seven\nimages/train800_00001.png 250\n")
+    (data_root / "cub" / "val.json").unlink()
+    out = tmp_path / "manifest.json"
+    assert vapt_main(["data", "check", "--data-root", str(data_root), "--out", str(out)]) == 1
+    splits = json.loads(out.read_text())["datasets"]["vtab1k/cifar"]["splits"]
+    assert splits["val200"]["problems"]["unreadable"] == 1
+    assert splits["val200"]["examples"]["unreadable"][0].startswith("images/val200_00001.png")
+    assert splits["test"]["problems"]["missing_files"] == 1 and splits["train800"]["problems"]["malformed"] == 1
+    assert splits["train800"]["problems"]["label_out_of_range"] == 1
+    cub = json.loads(out.read_text())["datasets"]["fgvc/cub"]
+    assert cub["missing_splits"] == ["val"] and cub["status"] == "problems"
+    text = capsys.readouterr().out
+    assert "MISSING split file val.json" in text and "PROBLEMS: 1 unreadable" in text
+
+
+def test_two_copies_compare_in_one_command(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    theirs = tmp_path / "theirs"
+    shutil.copytree(data_root, theirs)
+    mine_file, their_file = tmp_path / "mine.json", tmp_path / "theirs.json"
+    assert vapt_main(["data", "check", "--data-root", str(theirs), "--out", str(their_file), "--hash-images"]) == 0
+    argv = ["data", "check", "--data-root", str(data_root), "--out", str(mine_file), "--hash-images",
+            "--compare", str(their_file)]
+    assert vapt_main(argv) == 0
+    assert f"same as {their_file}" in capsys.readouterr().out
+    lines = (theirs / "vtab-1k" / "cifar" / "val200.txt").read_text().splitlines()
+    (theirs / "vtab-1k" / "cifar" / "val200.txt").write_text("\n".join(lines[:-1]) + "\n")
+    differences = compare_manifests(check_data_root(data_root), check_data_root(theirs))
+    assert any(d.startswith("vtab1k/cifar val200: images differs (ours 6, theirs 5)") for d in differences)
+    assert any("val200: sha256 differs" in d for d in differences)
+
+
+def test_bad_input_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert vapt_main(["data", "check", "--data-root", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: data root") and "does not exist" in err and err.count("\n") == 1
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    argv = ["data", "check", "--data-root", str(tmp_path), "--out", str(tmp_path / "m.json"), "--compare",
+            str(tmp_path / "bad.json")]
+    assert vapt_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --compare") and "not a readable data manifest" in err
+    assert not (tmp_path / "m.json").exists()
