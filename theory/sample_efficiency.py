@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--full",
         action="store_true",
         help="9 log-spaced n in [1e3, 1e5], 20 replicates, exact + over, the expressiveness experiment and the "
-        f"local-alternative experiment ({FULL_LOCAL_REPLICATES} replicates); resumable; about 2,000-2,400 CPU-s measured (17-20 min on 2 cores)",
+        f"local-alternative experiment ({FULL_LOCAL_REPLICATES} replicates); resumable; "
+        "about 2,000-2,400 CPU-s measured (17-20 min on 2 cores)",
     )
     p.add_argument(
         "--experiments",
