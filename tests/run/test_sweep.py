@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import vapt.run.jobs
 import vapt.run.sweep
 from vapt.__main__ import main as vapt_main
 from vapt.io import write_json_atomic
@@ -119,13 +120,13 @@ def test_sweep_end_to_end_is_idempotent(data_root: Path, tmp_path: Path, monkeyp
     for path in lost:
         path.unlink()
     calls: list[str] = []
-    real_train = vapt.run.sweep.train
+    real_train = vapt.run.jobs.train
 
     def counting_train(config: TrainConfig, **kwargs: Any) -> dict[str, Any]:
         calls.append(run_id(config))
         return real_train(config, **kwargs)
 
-    monkeypatch.setattr(vapt.run.sweep, "train", counting_train)
+    monkeypatch.setattr(vapt.run.jobs, "train", counting_train)
     assert vapt_main(argv) == 0
     assert sorted(calls) == sorted(str(p.parent.relative_to(out)) for p in lost)
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
@@ -142,7 +143,7 @@ def test_runs_that_do_not_finish_stop_the_sweep(tmp_path: Path, monkeypatch: pyt
     def broken(config: TrainConfig, **kwargs: Any) -> dict[str, Any]:
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(vapt.run.sweep, "train", broken)
+    monkeypatch.setattr(vapt.run.jobs, "train", broken)
     argv = ["sweep", "--backbone", "vit_test", "--method", "linear", "--data", "vtab1k/cifar", "--data-root",
             str(tmp_path), "--out", str(tmp_path / "runs"), "--grid", "5:0", "--executor", "debug"]
     assert vapt_main(argv) == 2

@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
 import sys
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from submitit.helpers import Checkpointable
 
 from vapt import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
@@ -41,16 +38,26 @@ from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
 from vapt.io import check_writable_dir, write_json_atomic
 from vapt.run.config import TrainConfig, add_run_arguments, config_from_args, record_matches, run_dir, run_id
+from vapt.run.jobs import (  # noqa: F401 - re-exported: the sweep's launching API
+    EXECUTORS,
+    Launcher,
+    RunJob,
+    exit_when_gone,
+    format_duration,
+    run_configs,
+    sweep_progress,
+    wait_for_live,
+    wait_with_progress,
+)
 from vapt.run.lock import is_live
-from vapt.run.record import FAILED, RECORD_NAME, RecordError, RunRecord
+from vapt.run.record import RECORD_NAME, RecordError, RunRecord
 from vapt.run.selection import PROTOCOL_SPLITS, select_setting
-from vapt.run.train import RESTART_FLAG, set_aside_unreadable, train
+from vapt.run.train import RESTART_FLAG, set_aside_unreadable
 
 PAPER_SEEDS: tuple[int, ...] = (42, 44, 82, 100, 800)
 PROMPT_LRS: tuple[float, ...] = (50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05)
 FULL_LRS: tuple[float, ...] = (0.001, 0.005, 0.0001, 0.0005)
 WDS: tuple[float, ...] = (0.01, 0.001, 0.0001, 0.0)
-EXECUTORS: tuple[str, ...] = ("local", "slurm", "debug")
 FGVC_NOTE = "chosen on val, not test (the authors' FGVC script chose on test accuracy; not copied)"
 
 
@@ -118,172 +125,6 @@ def expand_tasks(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
-def run_configs(configs: Sequence[TrainConfig]) -> list[str]:
-    """Train each config in turn (the job function submitted to submitit); one line per run."""
-    lines = []
-    for config in configs:
-        try:
-            lines.append(f"{run_id(config)}: {train(config)['status']}")
-        except VaptError as err:  # bad input (an unreadable checkpoint, a corrupt image): one line, no traceback
-            print(f"error: {err}", file=sys.stderr)
-            lines.append(f"{run_id(config)}: error ({err})")
-        except Exception as err:  # one broken run must not stop the others in this job
-            traceback.print_exc()
-            lines.append(f"{run_id(config)}: error ({type(err).__name__}: {err})")
-    return lines
-
-
-def exit_when_gone(pid: int, poll_s: float = 1.0) -> None:
-    """End this process when process `pid` (the sweep that started this job) has ended.
-
-    A killed sweep thus stops its local jobs within `poll_s` seconds; their last checkpoint stays (writes are
-    atomic) and a rerun resumes them.
-    """
-    import threading
-    import time
-
-    def watch() -> None:
-        while True:
-            time.sleep(poll_s)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                print(f"the sweep (process {pid}) that started this job has ended; stopping", file=sys.stderr,
-                      flush=True)
-                os._exit(143)
-            except PermissionError:
-                pass
-
-    threading.Thread(target=watch, name="exit-when-sweep-ends", daemon=True).start()
-
-
-class RunJob(Checkpointable):
-    """The submitted job: trains its configs in turn; after a timeout or preemption it is requeued and resumes.
-
-    `sweep_pid` (local executor) makes the job end when the sweep that started it ends.
-    """
-
-    def __init__(self, sweep_pid: int | None = None) -> None:
-        self.sweep_pid = sweep_pid
-
-    def __call__(self, configs: Sequence[TrainConfig]) -> list[str]:
-        if self.sweep_pid is not None:
-            exit_when_gone(self.sweep_pid)
-        return run_configs(configs)
-
-
-def _visible_gpus() -> list[int]:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [int(v) for v in visible.split(",") if v.strip().isdigit()]
-    import torch
-
-    return list(range(torch.cuda.device_count()))
-
-
-@dataclass
-class Launcher:
-    """Executes a batch of runs through a submitit executor and waits for them."""
-
-    executor: str = "local"
-    folder: str = "runs/.submitit"
-    workers: int = 1
-    gpus: int | None = None
-    timeout_min: int = 3 * 24 * 60
-    slurm_partition: str | None = None
-    slurm_account: str | None = None
-    cpus_per_task: int = 8
-    max_parallel: int = 64
-
-    def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"executor {self.executor!r} is not one of {', '.join(EXECUTORS)}")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
-
-    def run(self, configs: Sequence[TrainConfig]) -> None:
-        """Run `configs` and wait; failures are reported here and detected from the records afterwards."""
-        import submitit
-
-        if self.executor == "debug":
-            executor = submitit.DebugExecutor(folder=self.folder)
-            jobs = [executor.submit(RunJob(), [config]) for config in configs]
-        elif self.executor == "slurm":
-            executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
-            options = dict(slurm_partition=self.slurm_partition, slurm_account=self.slurm_account)
-            executor.update_parameters(
-                name="vapt", timeout_min=self.timeout_min, nodes=1, tasks_per_node=1, gpus_per_node=1,
-                cpus_per_task=self.cpus_per_task, slurm_array_parallelism=self.max_parallel,
-                **{k: v for k, v in options.items() if v},
-            )
-            jobs = executor.map_array(RunJob(), [[config] for config in configs])
-        else:
-            gpus = _visible_gpus() if self.gpus is None else list(range(self.gpus))
-            slots = len(gpus) or self.workers
-            executor = submitit.LocalExecutor(folder=self.folder)
-            jobs = []
-            for slot in range(min(slots, len(configs))):
-                gpu = dict(gpus_per_node=1, visible_gpus=[gpus[slot]]) if gpus else dict(gpus_per_node=0)
-                executor.update_parameters(timeout_min=self.timeout_min, **gpu)
-                jobs.append(executor.submit(RunJob(sweep_pid=os.getpid()), list(configs[slot::slots])))
-        print(f"submitted {len(configs)} run(s) as {len(jobs)} {self.executor} job(s); logs in {self.folder}")
-        if self.executor != "debug":  # debug jobs run inside result(), one after another
-            wait_with_progress(jobs, configs)
-        for job in jobs:
-            try:
-                for line in job.result():
-                    print(line)
-            except Exception as err:
-                print(f"job {job.job_id} failed: {err}", file=sys.stderr)
-
-
-def sweep_progress(configs: Sequence[TrainConfig], elapsed_s: float) -> str:
-    """One progress line: runs done / total, running (locked by a process), failed, and the ETA at this pace."""
-    done = failed = running = 0
-    for config in configs:
-        directory = run_dir(config)
-        try:
-            record = RunRecord.read_if_present(directory / RECORD_NAME)
-        except RecordError:
-            record = None
-        if record is not None and record.is_done:
-            done += 1
-        elif is_live(directory):
-            running += 1
-        elif record is not None and record.status == FAILED:
-            failed += 1
-    left = len(configs) - done - failed
-    if done and left:
-        eta = f"ETA {format_duration(elapsed_s / done * left)}"
-    else:
-        eta = "ETA unknown" if left else "ETA 0s"
-    return f"sweep: {done}/{len(configs)} runs done, {running} running, {failed} failed, {eta}"
-
-
-def format_duration(seconds: float) -> str:
-    """`1h02m`, `3m05s` or `42s`."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
-
-
-def wait_with_progress(jobs: Sequence[Any], configs: Sequence[TrainConfig], poll_s: float = 10.0,
-                       every_s: float = 60.0) -> None:
-    """Wait for submitit `jobs`, printing a progress line when the counts change (and at least every `every_s`)."""
-    import time
-
-    started = last_time = time.monotonic()
-    last = ""
-    while not all(job.done() for job in jobs):
-        line = sweep_progress(configs, time.monotonic() - started)
-        counts = line.rsplit(", ETA", 1)[0]
-        if counts != last or time.monotonic() - last_time >= every_s:
-            print(line, flush=True)
-            last, last_time = counts, time.monotonic()
-        time.sleep(poll_s)
-
-
 def is_run_done(config: TrainConfig) -> bool:
     """Whether a run's record says it needs no more work and was made with the config's resize mode and precision.
 
@@ -306,22 +147,6 @@ def unreadable_records(configs: Sequence[TrainConfig]) -> list[RecordError]:
         except RecordError as err:
             errors.append(err)
     return errors
-
-
-def wait_for_live(configs: Sequence[TrainConfig], poll_s: float = 2.0) -> None:
-    """Wait until no other process holds the lock of any of `configs` (their records are read afterwards)."""
-    import time
-
-    waiting = list(configs)
-    announced = -1
-    while waiting:
-        waiting = [c for c in waiting if is_live(run_dir(c))]
-        if waiting and len(waiting) != announced:
-            print(f"waiting for {len(waiting)} run(s) being trained by another process, e.g. {run_id(waiting[0])}",
-                  flush=True)
-            announced = len(waiting)
-        if waiting:
-            time.sleep(poll_s)
 
 
 def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
