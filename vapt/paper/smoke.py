@@ -201,7 +201,7 @@ class _InProcess:
 
     def run(self, configs: Sequence[Any]) -> None:
         """Train every config here; a run's own output goes to its result record, not to the notebook."""
-        from vapt.run.sweep import run_configs
+        from vapt.run.jobs import run_configs
 
         with _quiet():
             lines = run_configs(list(configs))
