@@ -188,22 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _format_summary(summary) -> str:
-    cols = [
-        "family",
-        "fitted_atoms",
-        "regime",
-        "metric",
-        "kind",
-        "slope",
-        "median_slope",
-        "ci_low",
-        "ci_high",
-        "predicted",
-        "verdict",
-        "degenerate_share",
-        "r2",
-        "n_failed",
-    ]
+    from theory.experiment import SUMMARY_COLUMNS
+
+    cols = [SUMMARY_COLUMNS[0], "fitted_atoms", *SUMMARY_COLUMNS[1:], "r2", "n_failed"]
     table = summary[cols].copy()
     flags = summary["median_differs"]
     table["median_slope"] = [f"{m:.3f}{' !' if f else ''}" for m, f in zip(summary["median_slope"], flags, strict=True)]
