@@ -72,6 +72,7 @@ from vapt.run.record import (
     RecordError,
     RunRecord,
 )
+from vapt.run.slurm import job_fields
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RESTART_FLAG = "--restart-unreadable"
@@ -315,6 +316,7 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
         run_id=run_id(config), config=config.to_dict(), method_config=config_to_dict(model.config),
         params=vapt.count_parameters(model),
         samples={"train": len(train_set), **{s: len(d) for s, d in eval_sets.items()}}, env=environment(device),
+        **job_fields(),
     )
     start_epoch, elapsed_before = 0, 0.0
     if checkpoint_path.is_file():
