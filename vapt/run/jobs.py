@@ -146,7 +146,9 @@ class Launcher:
                 gpu = dict(gpus_per_node=1, visible_gpus=[gpus[slot]]) if gpus else dict(gpus_per_node=0)
                 executor.update_parameters(timeout_min=self.timeout_min, **gpu)
                 jobs.append(executor.submit(RunJob(sweep_pid=os.getpid()), list(configs[slot::slots])))
-        array = f" (array {jobs[0].job_id.split('_')[0]})" if self.executor == "slurm" and jobs else ""
+        array = ""
+        if self.executor == "slurm" and jobs:  # submitit submits a single run as a plain job, several as an array
+            array = f" (Slurm {'array' if '_' in jobs[0].job_id else 'job'} {jobs[0].job_id.split('_')[0]})"
         print(f"submitted {len(configs)} run(s) as {len(jobs)} {self.executor} job(s){array}; logs in {self.folder}",
               flush=True)
         started = time.monotonic()

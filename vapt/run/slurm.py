@@ -213,8 +213,10 @@ def cancel(job_ids: Sequence[str]) -> None:
 class SlurmWatch:
     """Waits for submitted array tasks by reading the queue; stops on reasons waiting cannot change."""
 
-    poll_s: float = 10.0
-    vanish_grace_s: float = 60.0
+    poll_s: float = 2.0  # the first interval; it grows by half while nothing changes, up to max_poll_s
+    max_poll_s: float = 30.0
+    vanish_grace_s: float = 60.0  # a task the controller no longer lists: time for its result to appear
+    result_lag_s: float = 10.0  # a task listed as ended: time for its result file to be seen here
     held_limit_s: float = 15 * 60.0
     queue_error_limit_s: float = 5 * 60.0
 
@@ -223,9 +225,11 @@ class SlurmWatch:
         pending = {job.job_id: job for job in jobs}
         finished: list[Any] = []
         missing_since: dict[str, float] = {}
+        seen: dict[str, str] = {}  # the last state the queue listed for each job
         held_since: dict[str, float] = {}
         queue_failing_since: float | None = None
         last_line, last_time = "", 0.0
+        poll_s, last_states = self.poll_s, None
         arrays = sorted({job.job_id.split("_")[0] for job in jobs})
         while pending:
             now = time.monotonic()
@@ -237,7 +241,7 @@ class SlurmWatch:
                 if now - queue_failing_since > self.queue_error_limit_s:
                     raise SlurmError(f"cannot read the queue for {int(now - queue_failing_since)}s ({err}); the "
                                      f"jobs may still run; run the same command again to resume") from None
-                time.sleep(self.poll_s)
+                time.sleep(self.max_poll_s)
                 continue
             for job_id, job in list(pending.items()):
                 if job.paths.result_pickle.exists():
@@ -247,13 +251,15 @@ class SlurmWatch:
                 if not state:  # an array not yet split lists its pending tasks as one line, e.g. 12_[0-3]
                     state, reason = next((v for k, v in states.items() if k.startswith(job_id.split("_")[0] + "_[")),
                                          ("", ""))
+                seen[job_id] = state or seen.get(job_id, "")
                 if state == "PENDING":
                     self._check_pending(job_id, reason, held_since, now, list(pending))
                 if state in FINAL_STATES or not state:
                     first = missing_since.setdefault(job_id, now)
-                    grace = 10.0 if state else self.vanish_grace_s  # a final state: only the file system's lag
+                    grace = self.result_lag_s if state else self.vanish_grace_s
                     if now - first > grace:
-                        print(f"Slurm job {job_id} ended ({state.lower() or 'left the queue'}) without a result",
+                        ended = seen[job_id].lower() if seen[job_id] in FINAL_STATES else "left the queue"
+                        print(f"Slurm job {job_id} ended ({ended}) without a result",
                               file=sys.stderr, flush=True)
                         pending.pop(job_id)
                 else:
@@ -264,7 +270,9 @@ class SlurmWatch:
                 print(line, flush=True)
                 last_line, last_time = counts, now
             if pending:
-                time.sleep(self.poll_s)
+                poll_s = self.poll_s if states != last_states else min(poll_s * 1.5, self.max_poll_s)
+                last_states = states
+                time.sleep(poll_s)
         return finished
 
     def _check_pending(self, job_id: str, reason: str, held_since: dict[str, float], now: float,
