@@ -62,4 +62,5 @@ def test_an_item_runs_its_sweeps_and_figures_then_resumes_as_done(data_root: Pat
     assert "F-scale: 2/2 runs done" in out and out.rstrip().endswith("F-scale: done")
     assert vapt_main(argv) == 0  # a rerun finds everything done and starts nothing
     again = capsys.readouterr().out
-    assert "submitted" not in again and again.count("1 of 1 run(s) already done; running 0") == 2
+    # two sweeps, each a grid stage and a final stage (on FGVC the seed-42 final is the grid run)
+    assert "submitted" not in again and again.count("1 of 1 run(s) already done; running 0") == 4

@@ -47,7 +47,7 @@ def cluster() -> None:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("slurm_data")
-    write_fixtures(root, tasks=("vtab1k/cifar",))
+    write_fixtures(root, tasks=("vtab1k/cifar", "fgvc/cub"))
     return root
 
 
@@ -141,3 +141,20 @@ def test_controller_down_is_one_error_line(cluster: None, data_root: Path, tmp_p
     errors = [line for line in down.stderr.splitlines() if line.startswith("error:")]
     assert down.returncode == 2 and len(errors) == 1, down.stderr[-3000:]
     assert "sbatch: error:" in errors[0] and "Traceback" not in down.stderr
+
+
+def test_reproduce_an_item_through_slurm(cluster: None, data_root: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "vapt", "reproduce", "F-scale", "--data-root", str(data_root), "--runs",
+            str(tmp_path / "runs"), "--figures", str(tmp_path / "fig"), "--backbone", "vit_test", "--epochs", "1",
+            "--batch-size", "32", "--grid", "5:0.01", "--seeds", "42", "--device", "cpu", "--executor", "slurm",
+            "--gpus-per-node", "0", "--cpus-per-task", "1", "--mem", "1G", "--timeout-min", "10"]
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = _records(tmp_path / "runs")
+    assert len(records) == 2 and {(r.status, r.executor) for r in records.values()} == {("finished", "slurm")}
+    assert (tmp_path / "fig" / "backbone_scale.png").is_file() and "F-scale: 2/2 runs done" in done.stdout
+    again = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "submitted" not in again.stdout, again.stderr[-3000:]
+    assert again.stdout.count("1 of 1 run(s) already done; running 0") == 4
