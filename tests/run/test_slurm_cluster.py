@@ -51,7 +51,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _sweep(data_root: Path, out: Path, background: bool = False) -> subprocess.CompletedProcess | subprocess.Popen:
+def _sweep(data_root: Path, out: Path, background: bool = False,
+           extra: tuple[str, ...] | list[str] = ()) -> subprocess.CompletedProcess | subprocess.Popen:
     # the jobs run `sys.executable` with this environment (sbatch exports it): the project on PYTHONPATH
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
@@ -59,7 +60,7 @@ def _sweep(data_root: Path, out: Path, background: bool = False) -> subprocess.C
             "--num-tokens", "2", "--data", "vtab1k/cifar", "--data-root", str(data_root), "--out", str(out),
             "--epochs", str(EPOCHS), "--eval-every", str(EPOCHS), "--batch-size", "8", "--grid", "0.5:0.01",
             "--seeds", "42", "--device", "cpu", "--executor", "slurm", "--gpus-per-node", "0",
-            "--cpus-per-task", "1", "--mem", "1G", "--timeout-min", "10"]
+            "--cpus-per-task", "1", "--mem", "1G", "--timeout-min", "10", *extra]
     if background:
         return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -158,3 +159,21 @@ def test_reproduce_an_item_through_slurm(cluster: None, data_root: Path, tmp_pat
     again = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "submitted" not in again.stdout, again.stderr[-3000:]
     assert again.stdout.count("1 of 1 run(s) already done; running 0") == 4
+
+
+@pytest.mark.parametrize("resources, message", [
+    (["--gpus-per-node", "1"], "Slurm refused the jobs: sbatch: error: Invalid generic resource (gres) specification"),
+    (["--cpus-per-task", "4096"], "pending with reason PartitionConfig; change --cpus-per-task"),
+])
+def test_a_request_the_cluster_cannot_fit_is_one_error_line(cluster: None, data_root: Path, tmp_path: Path,
+                                                            resources: list[str], message: str) -> None:
+    if resources[0] == "--gpus-per-node" and "gpu" in subprocess.run(
+            ["sinfo", "--noheader", "--format=%G"], capture_output=True, text=True, timeout=30).stdout:
+        pytest.skip("this cluster has GPU GRES, so a GPU request is valid here")
+    failed = _sweep(data_root, tmp_path / "runs", extra=resources)
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert failed.returncode == 2 and len(errors) == 1 and message in errors[0], failed.stderr[-3000:]
+    assert "Traceback" not in failed.stderr
+    queued = subprocess.run(["squeue", "--noheader", "--name=vapt", "--states=PENDING"], capture_output=True,
+                            text=True, timeout=60)
+    assert queued.stdout.strip() == ""  # nothing is left pending
