@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "slurm-cluster"
 CONTROLLER_PID = Path("/run/slurm/slurmctld.pid")  # where scripts/slurm-cluster keeps it
-EPOCHS = 16  # about 0.4 s each: a run cancelled after its first epoch is killed (KillWait 2 s) before its end
+EPOCHS = 30  # about 0.4 s each: a run cancelled after its first epoch is killed long before its end
 
 
 def _no_cluster() -> str | None:
