@@ -64,3 +64,13 @@ def test_an_item_runs_its_sweeps_and_figures_then_resumes_as_done(data_root: Pat
     again = capsys.readouterr().out
     # two sweeps, each a grid stage and a final stage (on FGVC the seed-42 final is the grid run)
     assert "submitted" not in again and again.count("1 of 1 run(s) already done; running 0") == 4
+
+
+@pytest.mark.slow
+def test_the_lens_item_finds_its_final_runs(data_root: Path, tmp_path: Path) -> None:
+    argv = ["reproduce", "lens", "--data-root", str(data_root), "--runs", str(tmp_path / "runs"), "--figures",
+            str(tmp_path / "fig"), "--executor", "debug", "--data", "vtab1k/cifar", *SMOKE]
+    argv[argv.index("--epochs") + 1] = "1"
+    assert vapt_main(argv) == 0
+    assert len(list((tmp_path / "runs").rglob("result.json"))) == 6  # three methods: one grid run, one final run
+    assert (tmp_path / "fig" / "lens" / "cifar" / "lens.csv").is_file()

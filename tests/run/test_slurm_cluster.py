@@ -149,16 +149,19 @@ def test_reproduce_an_item_through_slurm(cluster: None, data_root: Path, tmp_pat
            "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "vapt", "reproduce", "F-scale", "--data-root", str(data_root), "--runs",
             str(tmp_path / "runs"), "--figures", str(tmp_path / "fig"), "--backbone", "vit_test", "--epochs", "1",
-            "--batch-size", "32", "--grid", "5:0.01", "--seeds", "42", "--device", "cpu", "--executor", "slurm",
+            "--batch-size", "32", "--grid", "5,0.5:0.01", "--seeds", "42", "--device", "cpu", "--executor", "slurm",
             "--gpus-per-node", "0", "--cpus-per-task", "1", "--mem", "1G", "--timeout-min", "10"]
     done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    records = _records(tmp_path / "runs")
-    assert len(records) == 2 and {(r.status, r.executor) for r in records.values()} == {("finished", "slurm")}
-    assert (tmp_path / "fig" / "backbone_scale.png").is_file() and "F-scale: 2/2 runs done" in done.stdout
+    records = _records(tmp_path / "runs")  # two grid points per sweep, each grid stage one array of two tasks
+    assert len(records) == 4 and {(r.status, r.executor) for r in records.values()} == {("finished", "slurm")}
+    assert sorted(r.slurm_array_index for r in records.values()) == [0, 0, 1, 1]
+    assert all(r.slurm_job_id.endswith(f"_{r.slurm_array_index}") for r in records.values())
+    assert (tmp_path / "fig" / "backbone_scale.png").is_file() and "F-scale: 4/4 runs done" in done.stdout
     again = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "submitted" not in again.stdout, again.stderr[-3000:]
-    assert again.stdout.count("1 of 1 run(s) already done; running 0") == 4
+    assert again.stdout.count("2 of 2 run(s) already done; running 0") == 2  # the grid stages
+    assert again.stdout.count("1 of 1 run(s) already done; running 0") == 2  # the final runs: the chosen grid runs
 
 
 @pytest.mark.parametrize("resources, message", [

@@ -9,9 +9,9 @@ resumable: a rerun skips finished runs and continues interrupted ones. One progr
 counted, not listed), how many are already done, and with `--gpu-summary DIR/summary.csv` (written by
 `python -m vapt gpu-check`) the projected GPU-hours of the runs still to do.
 
-The override options (`--backbone`, `--epochs`, `--batch-size`, `--grid`, `--seeds`, `--device`) replace the
-catalog's values in every sweep: e.g. `--backbone vit_test --epochs 2 --grid 5:0.01 --seeds 42` is a smoke-scale
-check of the whole path on CPU (its numbers say nothing about the paper).
+The override options (`--backbone`, `--epochs`, `--batch-size`, `--grid`, `--seeds`, `--device`, `--data`)
+replace the catalog's values in every sweep: e.g. `--backbone vit_test --epochs 2 --grid 5:0.01 --seeds 42` is a
+smoke-scale check of the whole path on CPU (its numbers say nothing about the paper).
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def _override(argv: list[str], args: argparse.Namespace, weights: str | None) ->
         value = getattr(args, option)
         if value is not None:
             argv += [f"--{option.replace('_', '-')}", str(value)]
+    if args.data:
+        argv += ["--data", *args.data]
     return argv
 
 
@@ -304,16 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     over.add_argument("--grid", default=None, help="paper, fast or LRS:WDS instead of the catalog's")
     over.add_argument("--seeds", default=None, help="final-run seeds instead of the paper's five")
     over.add_argument("--device", default=None, help="device of the runs (default: each command's)")
+    over.add_argument("--data", nargs="+", default=None, help="datasets instead of the catalog's (e.g. a subset: "
+                      "vtab1k/cifar fgvc/cub)")
     add_executor_arguments(parser)
     return parser
 
 
-def reproduce(args: argparse.Namespace) -> None:
-    """Run (or with --dry-run list) one item's sweeps, then its other steps."""
+def plan_item(args: argparse.Namespace) -> tuple[list[SweepStep], list[Step]]:
+    """An item's sweeps (catalog commands with the overrides, duplicates dropped) and its other steps."""
     from vapt.run.config import config_from_args
-    from vapt.run.jobs import launcher_from_args
     from vapt.run.sweep import build_parser as sweep_parser
-    from vapt.run.sweep import expand_tasks, sweep
+    from vapt.run.sweep import expand_tasks
 
     steps = catalog_steps(args.item, args.data_root, args.runs)
     sweeps, others, seen = [], [], set()
@@ -323,6 +326,9 @@ def reproduce(args: argparse.Namespace) -> None:
                 at = step.argv.index("--out") if "--out" in step.argv else len(step.argv)
                 step.argv[at:at + 2] = ["--out", args.figures]
                 step.text = shlex.join(["python", "-m", "vapt", step.module, *step.argv])
+            if step.module == "lens":
+                step.text = (f"python -m vapt lens on the final {', '.join(LENS_METHODS)} runs of each task under "
+                             f"{args.runs}, into {Path(args.figures) / 'lens'}/<task>")
             others.append(step)
             continue
         parsed = sweep_parser().parse_args(_override(step.argv, args, args.mocov3_weights))
@@ -332,6 +338,14 @@ def reproduce(args: argparse.Namespace) -> None:
         seen.add(key)
         base = config_from_args(parsed, data=expand_tasks(parsed.data)[0], lr=1.0, wd=0.0)
         sweeps.append(SweepStep(parsed, base))
+    return sweeps, others
+
+
+def reproduce(args: argparse.Namespace, sweeps: list[SweepStep], others: list[Step]) -> None:
+    """Run (or with --dry-run list) one item's sweeps, then its other steps."""
+    from vapt.run.jobs import launcher_from_args
+    from vapt.run.sweep import sweep
+
     if args.dry_run:
         dry_run(args.item, sweeps, others, args.gpu_summary)
         return
@@ -352,8 +366,11 @@ def reproduce(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt reproduce ITEM`: an item's sweeps, then its tables and figures (resumable)."""
     args = build_parser().parse_args(argv)
-    for item in ITEMS if args.item == "all" else (args.item,):
-        reproduce(argparse.Namespace(**{**vars(args), "item": item}))
+    items = [argparse.Namespace(**{**vars(args), "item": item}) for item in (ITEMS if args.item == "all" else
+                                                                            (args.item,))]
+    plans = [plan_item(item) for item in items]  # every item's commands are checked before anything runs
+    for item, (sweeps, others) in zip(items, plans, strict=True):
+        reproduce(item, sweeps, others)
     return 0
 
 
