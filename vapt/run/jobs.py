@@ -70,8 +70,8 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="local executor without GPUs: parallel processes")
     parser.add_argument("--gpus", type=int, default=None, help="local executor: GPUs to use (default: all visible)")
     parser.add_argument("--timeout-min", type=int, default=DEFAULT_TIMEOUT_MIN,
-                        help="per-job time limit in minutes (Slurm: sbatch --time; a timed-out run is requeued "
-                             "and resumes)")
+                        help="per-job time limit in minutes (default: %(default)s); Slurm: sbatch --time, a run "
+                             "that reaches it is requeued and resumes")
     add_slurm_arguments(parser)
 
 
