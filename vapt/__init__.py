@@ -30,13 +30,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("BACKBONES", "BackboneSpec", "backbone_spec", "create_backbone"), "vapt.models.backbones"),
-    **dict.fromkeys(("METHODS", "FullConfig", "LinearConfig", "MethodConfig", "MethodSpec", "VAPTConfig",
-                     "VPTConfig", "method_config", "register_method"), "vapt.config"),
+    **dict.fromkeys(("METHODS", "MethodConfig", "MethodSpec", "method_config", "register_method"), "vapt.config"),
+    **dict.fromkeys(("FullConfig", "LinearConfig"), "vapt.methods.baselines"),
+    "VPTConfig": "vapt.methods.vpt",
+    "VAPTConfig": "vapt.methods.vapt",
     **dict.fromkeys(("ConfigError", "DataLayoutError", "VaptError", "WeightsError"), "vapt.errors"),
     **dict.fromkeys(("PromptedModel", "count_parameters"), "vapt.models.prompted"),
     **dict.fromkeys(("create_model", "wrap"), "vapt.models.factory"),
     "PromptedViT": "vapt.models.vit",
-    **dict.fromkeys(("SWIN_BACKBONES", "PromptedSwin", "create_swin_model"), "vapt.models.swin"),
+    "PromptedSwin": "vapt.models.swin",
     **dict.fromkeys(("RunRecord", "RecordError"), "vapt.run.record"),
     "TrainConfig": "vapt.run.config",
     **dict.fromkeys(("gate_mass", "prompt_dependence"), "vapt.report.lens"),

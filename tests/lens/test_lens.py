@@ -12,7 +12,7 @@ import torch
 import vapt
 from tests.lens.conftest import NUM_TOKENS, prompted, randomise_token_projectors, sharpen, tiny_vit
 from vapt.errors import ConfigError
-from vapt.models.swin import create_swin_model
+from vapt.models.factory import create_model
 from vapt.models.vit import PromptedViT
 from vapt.report import lens
 
@@ -214,7 +214,7 @@ def test_wrong_image_size_names_the_expected_size():
 
 
 def test_swin_and_other_models_are_refused(images):
-    swin = create_swin_model("swin_test", "vpt_deep", 3, num_tokens=2)
+    swin = create_model("swin_test", "vpt_deep", 3, num_tokens=2)
     with pytest.raises(ConfigError, match="Swin"):
         vapt.gate_mass(swin, images)
     with pytest.raises(ConfigError, match="Swin"):

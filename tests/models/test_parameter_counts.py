@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 import vapt
-from vapt.config import VAPTConfig, VPTConfig
+from vapt.methods.vapt import VAPTConfig
+from vapt.methods.vpt import VPTConfig
 from vapt.models.vit import PromptedViT
 
 

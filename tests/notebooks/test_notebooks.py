@@ -88,17 +88,17 @@ def test_main_results_notebook_shows_table_1_in_the_papers_format(smoke_cache):
     expected = ["method", "source", "Tuned/Total (%)"] + [f"VTAB-1K Natural: {P.TASK_TITLES[t]}" for t in
                                                         P.GROUP_TASKS["natural"]]
     assert header[: len(expected)] == expected
-    assert [key for key in rows if key[1] == "paper"] == [(P.METHOD_LABELS[m], "paper") for m in P.T1_METHODS]
+    assert [key for key in rows if key[1] == "paper"] == [(P.method_label(m), "paper") for m in P.T1_METHODS]
     paper = P.paper_results()
     known = paper[(paper.table == "T1") & (paper.backbone == P.MAIN_BACKBONE) & (paper.metric == "top1")]
     assert len(known) == 120
     for _, value in known.iterrows():
         column = header.index(f"{P.GROUP_TITLES[value.group]}: {P.TASK_TITLES[value.task]}")
-        assert rows[(P.METHOD_LABELS[value.method], "paper")][column] == f"{value.value:.1f}"
+        assert rows[(P.method_label(value.method), "paper")][column] == f"{value.value:.1f}"
     means = paper[(paper.table == "T1") & (paper.metric == "group_mean")]
     for _, value in means.iterrows():
         column = header.index(f"{P.GROUP_TITLES[value.group]}: Mean")
-        assert rows[(P.METHOD_LABELS[value.method], "paper")][column] == f"{value.value:.2f}"
+        assert rows[(P.method_label(value.method), "paper")][column] == f"{value.value:.2f}"
     cifar = header.index("VTAB-1K Natural: CIFAR-100")
     assert rows[("LoRA", "paper")][cifar] == "" and rows[("VAPT", "paper")][cifar] == ""  # not public
     ours = {key: row for key, row in rows.items() if key[1].startswith("ours")}

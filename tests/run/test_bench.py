@@ -8,7 +8,7 @@ import torch
 
 import vapt
 from vapt import ConfigError, count_parameters
-from vapt.models.swin import create_swin_model
+from vapt.models.factory import create_model
 from vapt.run.bench import COLUMNS, BenchSettings, build_model, count_flops, main, measure_method, write_csv
 
 METHODS = ["linear", "full", "vpt_shallow", "vpt_deep", "vapt"]
@@ -48,13 +48,13 @@ def test_flops_count_attention_and_order_the_methods():
 
 def test_swin_is_benchmarked_too():
     images = torch.randn(1, 3, 32, 32)
-    flops = {m: count_flops(create_swin_model("swin_test", m, 10, **({} if m == "linear" else {"num_tokens": 4})),
+    flops = {m: count_flops(create_model("swin_test", m, 10, **({} if m == "linear" else {"num_tokens": 4})),
                             images) for m in ("linear", "vpt_deep", "vapt")}
     assert flops["vapt"] > flops["vpt_deep"] > flops["linear"]
     row = measure_method(BenchSettings(backbone="swin_test", batch=2, num_tokens=4, steps=1, warmup=0), "vapt")
     assert row["image_size"] == 32
     assert all(row[c] > 0 for c in COLUMNS[1:])
-    assert row["trainable_params"] == count_parameters(create_swin_model("swin_test", "vapt", 10, num_tokens=4))[
+    assert row["trainable_params"] == count_parameters(create_model("swin_test", "vapt", 10, num_tokens=4))[
         "trainable"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
@@ -23,7 +22,7 @@ def create_model(
     image_size: int | None = None,
     **config_overrides: Any,
 ) -> PromptedModel:
-    """A backbone with `method` (linear, full, vpt_shallow, vpt_deep, vapt or a config) and a new head.
+    """A backbone with `method` (a name in `vapt.METHODS` or a method config) and a new head.
 
     ViT names give a `PromptedViT`; Swin names (`swin_b_in22k` or any timm Swin) give a `PromptedSwin`.
     `image_size` resizes the backbone's input (default: its native size).
@@ -54,6 +53,5 @@ def wrap(
     if family is None:
         raise ConfigError(f"cannot wrap a {type(model).__name__}; expected a timm VisionTransformer or "
                           f"SwinTransformer")
-    module, _, name = family.wrapper.partition(":")
-    wrapper = getattr(importlib.import_module(module), name)
-    return wrapper(model, method_config(method, **config_overrides), num_classes, prompts_in_pool=prompts_in_pool)
+    config = method_config(method, **config_overrides)
+    return family.wrapper(model, config, num_classes, prompts_in_pool=prompts_in_pool)
