@@ -11,6 +11,7 @@ import torch
 
 import vapt
 from tests.lens.conftest import NUM_TOKENS, prompted, randomise_token_projectors, sharpen, tiny_vit
+from vapt.config import prompted_methods
 from vapt.errors import ConfigError
 from vapt.models.factory import create_model
 from vapt.models.vit import PromptedViT
@@ -93,7 +94,7 @@ def test_reference_attention_is_what_timm_computes(images):
         torch.testing.assert_close(reference_attention(block, x).float(), timm_attention, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["vpt_shallow", "vpt_deep", "vapt"])
+@pytest.mark.parametrize("method", prompted_methods())
 def test_gate_mass_equals_the_explicit_softmax_reference(method, images):
     model = prompted(method)
     if method == "vapt":

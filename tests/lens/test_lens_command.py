@@ -19,13 +19,15 @@ import torch
 
 import vapt
 from vapt.__main__ import main as vapt_main
+from vapt.cli import DOCS_HELP
+from vapt.config import prompted_methods
 from vapt.data.fixtures import write_fixtures
 from vapt.report.lens_command import load_run, run_images
 from vapt.run.config import TrainConfig, run_dir
 from vapt.run.train import train
 
 REPO = Path(__file__).parents[2]
-METHODS = ("vpt_shallow", "vpt_deep", "vapt")
+METHODS = prompted_methods()
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +157,7 @@ def test_help_ends_with_the_documentation_line(capsys):
     with pytest.raises(SystemExit):
         vapt_main(["lens", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert out.endswith(vapt.DOCS_HELP) and "docs/lens.md" in out
+    assert out.endswith(DOCS_HELP) and "docs/lens.md" in out
 
 
 def test_a_run_without_prompts_gets_zero_prompt_mass_and_no_dependence(trained, tmp_path):

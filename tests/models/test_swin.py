@@ -8,6 +8,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 
 from vapt import ConfigError, WeightsError, count_parameters, create_model, method_config
+from vapt.config import prompted_methods
 from vapt.models.backbones import BACKBONES, create_backbone, is_swin_backbone
 from vapt.models.swin import PromptedSwin, prompted_block
 
@@ -110,7 +111,7 @@ def test_prompted_block_matches_per_window_reference(block_index):
     torch.testing.assert_close(got_prompts, want_prompts, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["vpt_shallow", "vpt_deep", "vapt"])
+@pytest.mark.parametrize("method", prompted_methods())
 def test_changing_one_sample_leaves_the_others_unchanged(method):
     model = PromptedSwin(tiny_swin(), method_config(method, num_tokens=3), 4)
     randomize(model.prompt)
@@ -140,7 +141,7 @@ def expected_prompt_parameters(method: str, num_tokens: int, kernel: int = 2, hi
     return total
 
 
-@pytest.mark.parametrize("method", ["linear", "vpt_shallow", "vpt_deep", "vapt"])
+@pytest.mark.parametrize("method", ["linear", *prompted_methods()])
 @pytest.mark.parametrize("num_tokens", [1, 5])
 def test_parameter_counts_follow_the_architecture(method, num_tokens):
     extra = {} if method == "linear" else {"num_tokens": num_tokens}
@@ -158,7 +159,7 @@ def test_swin_b_deep_prompt_count():
     assert count_parameters(model)["prompt"] == 10 * (2 * 128 + 2 * 256 + 18 * 512 + 2 * 1024)
 
 
-@pytest.mark.parametrize("method", ["vpt_shallow", "vpt_deep", "vapt"])
+@pytest.mark.parametrize("method", prompted_methods())
 def test_gradients_reach_every_prompt_parameter(method):
     model = PromptedSwin(tiny_swin(), method_config(method, num_tokens=3), 4)
     randomize(model.prompt, std=0.1)

@@ -11,7 +11,7 @@ from vapt import ConfigError, count_parameters
 from vapt.models.factory import create_model
 from vapt.run.bench import COLUMNS, BenchSettings, build_model, count_flops, main, measure_method, write_csv
 
-METHODS = ["linear", "full", "vpt_shallow", "vpt_deep", "vapt"]
+METHODS = list(vapt.METHODS)
 
 
 def test_cli_measures_every_method_and_writes_the_csv(tmp_path, capsys):
@@ -24,7 +24,7 @@ def test_cli_measures_every_method_and_writes_the_csv(tmp_path, capsys):
     assert list(table["method"]) == METHODS
     assert (table[list(COLUMNS[1:])] > 0).all().all()
     for method, trainable in zip(table["method"], table["trainable_params"], strict=True):
-        extra = {"num_tokens": 3} if method.startswith(("vpt", "vapt")) else {}
+        extra = {"num_tokens": 3} if vapt.METHODS[method].prompted else {}
         assert trainable == count_parameters(vapt.create_model("vit_test", method, 10, **extra))["trainable"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["vit_test.csv"]
     printed = capsys.readouterr().out

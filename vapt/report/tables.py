@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vapt import DOCS_HELP, HelpFormatter
+from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.data.vtab import VTAB_GROUPS
 from vapt.errors import ConfigError
 from vapt.io import check_writable_file, write_text_atomic

@@ -14,10 +14,12 @@ FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` on one forward p
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import json
 import os
+import pickle
 import re
 import socket
 import statistics
@@ -36,8 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from vapt import DOCS_HELP, HelpFormatter, io
-from vapt.config import METHODS
+from vapt import io
+from vapt.cli import DOCS_HELP, HelpFormatter
+from vapt.config import METHODS, register_method
 from vapt.errors import ConfigError
 from vapt.models.backbones import backbone_spec
 from vapt.models.factory import create_model
@@ -278,6 +281,8 @@ def serve() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         method = request["method"]
+        if "spec" in request and method not in METHODS:
+            register_method(pickle.loads(base64.b64decode(request["spec"])))
         if request["cmd"] == "start":
             ours, theirs = socket.socketpair()
             sys.stdout.flush()
@@ -305,6 +310,8 @@ def serve() -> None:
 
 def _ask(server: subprocess.Popen, settings: BenchSettings, method: str, command: str) -> Any:
     request = {"cmd": command, "method": method, "settings": dataclasses.asdict(settings)}
+    if command == "start":  # the method's registration travels with it, so methods registered at run time work
+        request["spec"] = base64.b64encode(pickle.dumps(METHODS[method])).decode("ascii")
     server.stdin.write(json.dumps(request) + "\n")
     server.stdin.flush()
     for line in server.stdout:
@@ -323,9 +330,11 @@ CPU_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}  # freed tensors go
 
 
 def _start_server(extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    # the server imports what this process can import (the modules that define registered methods)
+    path = os.pathsep.join(p for p in sys.path if p)
     return subprocess.Popen([sys.executable, "-c", "from vapt.run.bench import serve; serve()"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, **(extra_env or {})})
+                            env={**os.environ, "PYTHONPATH": path, **(extra_env or {})})
 
 
 def _stop_server(server: subprocess.Popen | None) -> None:

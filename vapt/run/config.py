@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from vapt.config import METHODS
 from vapt.data import parse_data
 from vapt.data.resize import RESIZE_MODES, resolve_resize
 from vapt.data.spec import AUTHORS_HEAD_WIDTHS
@@ -173,7 +174,8 @@ def _option(text: str) -> tuple[str, Any]:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `sweep` (everything except lr, wd and seed)."""
     parser.add_argument("--backbone", required=True, help="vit_b16_in21k, ..., a timm ViT name, vit_test")
-    parser.add_argument("--method", required=True, help="linear, full, vpt_shallow, vpt_deep or vapt")
+    parser.add_argument("--method", required=True, choices=list(METHODS), metavar="METHOD",
+                        help="one of: " + ", ".join(f"{name} ({spec.label})" for name, spec in METHODS.items()))
     parser.add_argument("--data-root", required=True, help="holds vtab-1k/<task>/ and FGVC <dataset>/")
     parser.add_argument("--out", default="runs", help="runs folder (default: runs)")
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="training epochs")
