@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,18 +29,34 @@ def one_cpu_thread():
 
 
 @pytest.fixture(scope="session")
-def fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A read-only data root with vtab-1k/cifar and cub in their real layouts (do not modify it)."""
+def fixture_roots(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`make(tasks, num_classes)`: a read-only fixture data root in the real layouts, written once per session."""
     from vapt.data.fixtures import write_fixtures
 
-    root = tmp_path_factory.mktemp("fixtures")
-    write_fixtures(root, tasks=FIXTURE_TASKS)
-    return root
+    made: dict[tuple[tuple[str, ...], int], Path] = {}
+
+    def make(tasks: Sequence[str] = FIXTURE_TASKS, num_classes: int = 10) -> Path:
+        key = (tuple(tasks), num_classes)
+        if key not in made:
+            made[key] = tmp_path_factory.mktemp("fixtures")
+            write_fixtures(made[key], tasks=tasks, num_classes=num_classes)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fixture_root(fixture_roots: Callable[..., Path]) -> Path:
+    """A read-only data root with vtab-1k/cifar and cub (10 classes) in their real layouts (do not modify it)."""
+    return fixture_roots()
+
+
+def private_copy(root: Path, tmp_path: Path) -> Path:
+    """A copy of a fixture data root under `tmp_path` that a test may damage."""
+    return Path(shutil.copytree(root, tmp_path / "data"))
 
 
 @pytest.fixture
 def data_root(fixture_root: Path, tmp_path: Path) -> Path:
     """A private copy of the fixture data root that a test may damage."""
-    root = tmp_path / "data"
-    shutil.copytree(fixture_root, root)
-    return root
+    return private_copy(fixture_root, tmp_path)

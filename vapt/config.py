@@ -121,28 +121,12 @@ def config_from_yaml(text: str) -> MethodConfig:
     return config_from_dict(data)
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """`value` when it is an integer >= 1 (not a bool), else a ConfigError naming `name`."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_probability(name: str, value: Any) -> float:
-    """`value` when it is a number in [0, 1), else a ConfigError naming `name`."""
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"{name} must be a probability in [0, 1), got {value!r}")
-    return value
-
-
 import vapt.methods  # noqa: E402,F401  (registers the built-in methods)
 
 __all__ = [
     "METHODS",
     "MethodConfig",
     "MethodSpec",
-    "check_positive_int",
-    "check_probability",
     "config_from_dict",
     "config_from_yaml",
     "config_to_dict",

@@ -16,7 +16,8 @@ import pytest
 from torch import Tensor, nn
 
 from vapt.__main__ import main as vapt_main
-from vapt.config import METHODS, MethodSpec, check_positive_int, register_method
+from vapt.config import METHODS, MethodSpec, register_method
+from vapt.errors import check_positive_int
 from vapt.methods.vapt import FeatureProjector
 from vapt.models.prompts import StaticPrompts
 from vapt.report import figures

@@ -8,7 +8,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms as T
 
 from vapt.data.resize import build_resized_transform, resolve_resize
-from vapt.errors import ConfigError
+from vapt.errors import ConfigError, check_positive_int
 
 BENCHMARKS: tuple[str, ...] = ("vtab1k", "fgvc")
 
@@ -29,8 +29,7 @@ def build_transform(
     """
     if benchmark not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+    check_positive_int("image_size", image_size)
     if resolve_resize(benchmark, resize) == "tf1":
         return build_resized_transform(benchmark, train, image_size, "tf1", mean, std)
     finish = [T.ToTensor(), T.Normalize(mean, std)]

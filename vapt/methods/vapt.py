@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from vapt.config import MethodSpec, check_positive_int, check_probability, register_method
-from vapt.errors import ConfigError
+from vapt.config import MethodSpec, register_method
+from vapt.errors import ConfigError, check_positive_int, check_probability
 from vapt.models.prompts import StaticPrompts
 
 ACTIVATIONS = ("relu", "gelu", "sigmoid", "softmax", "identity")

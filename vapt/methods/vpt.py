@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from vapt.config import MethodSpec, check_positive_int, check_probability, register_method
+from vapt.config import MethodSpec, register_method
+from vapt.errors import check_positive_int, check_probability
 from vapt.models.prompts import StaticPrompts
 
 

@@ -20,7 +20,7 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from vapt.errors import ConfigError, WeightsError, load_failure
+from vapt.errors import ConfigError, WeightsError, check_positive_int, load_failure
 from vapt.models.swin import PromptedSwin
 from vapt.models.vit import PromptedViT
 
@@ -162,8 +162,7 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | os.PathL
     spec = backbone_spec(name)
     if pretrained and weights is not None:
         raise ConfigError("pass either pretrained=True (hub) or weights=PATH (local file), not both")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ConfigError(f"image_size must be a positive integer or None, got {image_size!r}")
+    check_positive_int("image_size", image_size, allow_none=True)
     path = check_weights_file(spec, weights, spec.weight_suffixes) if weights is not None else None
     hub_state = hub_state_dict(spec) if pretrained else None
     model = _build(spec)

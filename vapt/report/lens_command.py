@@ -25,7 +25,7 @@ import torch
 
 from vapt.cli import DOCS_HELP
 from vapt.config import prompted_methods
-from vapt.errors import ConfigError, DataLayoutError
+from vapt.errors import ConfigError, DataLayoutError, check_positive_int
 from vapt.models.backbones import is_swin_backbone
 from vapt.report.figures import DataSource, save_figure, set_style
 from vapt.report.lens import gate_mass, lens_layout, num_prompt_tokens, prompt_dependence
@@ -104,8 +104,7 @@ def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLi
     """
     from vapt.run.train import resolve_device
 
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ConfigError(f"--images must be a positive integer, got {images!r}")
+    check_positive_int("--images", images)
     target = resolve_device(device)
     loaded = [load_run(folder) for folder in run_dirs]  # every run is checked before any is measured
     frames = []

@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from vapt import io
 from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS, register_method
-from vapt.errors import ConfigError
+from vapt.errors import ConfigError, check_positive_int
 from vapt.models.backbones import backbone_spec
 from vapt.models.factory import create_model
 from vapt.models.prompted import PromptedModel, count_parameters
@@ -70,15 +70,11 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         for name in ("batch", "num_tokens", "steps", "num_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ConfigError(f"warmup must be an integer >= 0, got {self.warmup!r}")
-        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
-            raise ConfigError(f"image_size must be a positive integer or None, got {self.image_size!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
+        check_positive_int("image_size", self.image_size, allow_none=True)
+        check_positive_int("threads", self.threads, allow_none=True)
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -22,7 +22,7 @@ from vapt.config import METHODS
 from vapt.data import parse_data
 from vapt.data.resize import RESIZE_MODES, resolve_resize
 from vapt.data.spec import AUTHORS_HEAD_WIDTHS
-from vapt.errors import ConfigError
+from vapt.errors import ConfigError, check_positive_int
 from vapt.run.record import LEGACY_RUN_FIELDS
 
 PAPER_EPOCHS = 100
@@ -67,9 +67,7 @@ class TrainConfig:
         """Validate every field and fill the data-dependent defaults (splits, warm-up)."""
         spec = parse_data(self.data, self.num_classes)
         for name in ("epochs", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.wd, (int, float)) and math.isfinite(self.wd) and self.wd >= 0):

@@ -44,8 +44,8 @@ from vapt.config import METHODS, prompted_methods
 from vapt.data.check import FGVC_SIZES, VTAB_TEST_SIZES
 from vapt.errors import ConfigError
 from vapt.io import atomic_path, write_text_atomic
+from vapt.run.config import PAPER_EPOCHS
 
-PAPER_EPOCHS = 100
 SYNTHETIC_TASK = "vtab1k/cifar"
 SUMMARY_COLUMNS = ("section", "name", "precision", "recompute", "compile", "images_per_s", "step_time_s",
                    "peak_memory_mb", "t1_gpu_hours", "t2_gpu_hours", "note")
@@ -100,12 +100,17 @@ def _run(command: list[str], log: Path, timed_lines: bool = False) -> tuple[list
     return lines, seconds
 
 
+def check_methods() -> tuple[str, ...]:
+    """The methods the check benchmarks in bf16 and fp32: every registered method."""
+    return tuple(METHODS)
+
+
 def bench_variants(plan: CheckPlan) -> list[dict[str, Any]]:
     """The bench runs of the check: (label, precision, recompute, compile, methods)."""
     variants = [
-        {"precision": "bf16", "recompute": False, "compile": False, "methods": tuple(METHODS)},
+        {"precision": "bf16", "recompute": False, "compile": False, "methods": check_methods()},
         {"precision": "bf16", "recompute": True, "compile": False, "methods": ("vapt",)},
-        {"precision": "fp32", "recompute": False, "compile": False, "methods": tuple(METHODS)},
+        {"precision": "fp32", "recompute": False, "compile": False, "methods": check_methods()},
         {"precision": "bf16", "recompute": False, "compile": True, "methods": ("vpt_deep", "vapt")},
     ]
     variants = [v for v in variants if plan.compile or not v["compile"]]

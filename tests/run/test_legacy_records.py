@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from vapt.data import build_dataset, parse_data, write_fixtures
+from vapt.data import build_dataset, parse_data
 from vapt.errors import ConfigError
 from vapt.report.frame import load_results
 from vapt.report.gradcam import load_run_images
@@ -22,11 +23,10 @@ from vapt.run.train import train
 NEW_FIELDS = ("resize", "precision", "cache", "cache_dir", "compile")
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fixtures")
-    write_fixtures(root, tasks=("vtab1k/cifar",), num_classes=4)
-    return root
+@pytest.fixture
+def data_root(fixture_roots: Callable[..., Path]) -> Path:
+    """The cifar fixture with 4 classes (read-only)."""
+    return fixture_roots(("vtab1k/cifar",), num_classes=4)
 
 
 def _config(data_root: Path, out: Path, **fields: Any) -> TrainConfig:
