@@ -118,12 +118,12 @@ def test_no_cache_keeps_the_old_path(data_root: Path, tmp_path: Path, decodes: C
     config = TrainConfig(backbone="vit_test", method="linear", data="vtab1k/cifar", data_root=str(data_root),
                          out=str(tmp_path / "runs"), epochs=2, batch_size=16, device="cpu", lr=1, wd=0, cache=False)
     record = train(config)
-    assert record["status"] == "finished" and record["config"]["cache"] is False
+    assert record.status == "finished" and record.config["cache"] is False
     assert not (data_root / CACHE_FOLDER).exists()
     assert set(decodes.values()) == {2}  # every image of train800 and val200 is decoded again in each epoch
     cached = train(TrainConfig(**{**config.to_dict(), "cache": True, "out": str(tmp_path / "cached"),
                                   "eval_splits": None, "method_options": ()}))
-    assert cached["final"] == record["final"]  # 32 px fixtures: tf1 at the native size is exact
+    assert cached.final == record.final  # 32 px fixtures: tf1 at the native size is exact
 
 
 def _pool_file(data_root: Path) -> Path:

@@ -43,7 +43,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, P
                              out=str(root / "runs"), lr=5.0, wd=0.001, epochs=1, batch_size=20, num_tokens=3,
                              num_classes=None, device="cpu", num_workers=0)
         record = train(config)
-        assert record["status"] == "finished"
+        assert record.status == "finished"
         runs[method] = run_dir(config)
     torch.set_num_threads(previous)
     return root / "data", runs

@@ -15,7 +15,7 @@ from vapt.data import build_dataset, parse_data
 from vapt.errors import ConfigError
 from vapt.report.frame import load_results
 from vapt.report.gradcam import load_run_images
-from vapt.run.config import TrainConfig, record_matches, run_dir, run_id
+from vapt.run.config import TrainConfig, run_dir, run_id
 from vapt.run.record import RECORD_NAME, RunRecord
 from vapt.run.sweep import Launcher, SweepError, is_run_done, run_stage
 from vapt.run.train import train
@@ -69,7 +69,7 @@ def test_a_record_made_with_another_resize_is_neither_done_nor_overwritten(data_
     pil = _config(data_root, tmp_path / "runs", resize="pil")
     path = _write_record(pil, drop_new_fields=False, resize="tf1")  # e.g. moved by hand into the PIL run's folder
     before = path.read_bytes()
-    assert not record_matches(pil, RunRecord.read(path).config) and not is_run_done(pil)
+    assert not RunRecord.read(path).made_with(pil) and not is_run_done(pil)
     with pytest.raises(ConfigError, match=r"result.json was made with resize tf1, precision bf16, not resize pil"):
         train(pil)
     assert path.read_bytes() == before

@@ -97,25 +97,25 @@ def test_interrupted_then_resumed_equals_uninterrupted(data_root: Path, tmp_path
     config = _config(data_root, tmp_path / "b")
     partial = train(config, stop_after=1)
     run = tmp_path / "b" / run_id(config)
-    assert partial["status"] == "interrupted" and len(partial["epochs"]) == 1
+    assert partial.status == "interrupted" and len(partial.epochs) == 1
     assert (run / "checkpoint.pt").is_file() and not (run / "result.json").exists()
     torch.manual_seed(12345)  # disturb the global RNG between the two halves
     resumed = train(config)
-    assert resumed["status"] == whole["status"] == "finished"
-    assert resumed["epochs"] == whole["epochs"]
-    assert resumed["final"] == whole["final"]
-    assert len({row["train_loss"] for row in whole["epochs"]}) == 3
+    assert resumed.status == whole.status == "finished"
+    assert resumed.epochs == whole.epochs
+    assert resumed.final == whole.final
+    assert len({row["train_loss"] for row in whole.epochs}) == 3
 
 
 def test_nan_loss_records_a_failure(data_root: Path, tmp_path: Path) -> None:
     config = _config(data_root, tmp_path, method="vpt_deep", lr=1e30, epochs=2)
     record = train(config)
-    assert record["status"] == "failed" and record["failure"] == "non_finite_loss"
-    assert "loss became nan" in record["error"] and record["final"] == {}
+    assert record.status == "failed" and record.failure == "non_finite_loss"
+    assert "loss became nan" in record.error and record.final == {}
     path = tmp_path / run_id(config) / "result.json"
     assert json.loads(path.read_text())["status"] == "failed"
     before = path.stat().st_mtime_ns
-    assert train(config)["status"] == "failed"  # not recomputed
+    assert train(config).status == "failed"  # not recomputed
     assert path.stat().st_mtime_ns == before
 
 
@@ -207,7 +207,7 @@ def test_cli_reports_layout_errors_without_traceback(tmp_path: Path, capsys: pyt
 
 def test_fraction_subsamples_the_training_split(data_root: Path, tmp_path: Path) -> None:
     record = train(_config(data_root, tmp_path, fraction=0.5, epochs=1, method="linear", num_tokens=None))
-    assert record["samples"]["train"] == 20 and record["config"]["fraction"] == 0.5
+    assert record.samples["train"] == 20 and record.config["fraction"] == 0.5
 
 
 def test_wall_time_accumulates_over_resumes(data_root: Path, tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ def test_wall_time_accumulates_over_resumes(data_root: Path, tmp_path: Path) -> 
     first = train(config, stop_after=1)
     time.sleep(0.01)
     second = train(config)
-    assert second["wall_time_s"] >= first["wall_time_s"] > 0
+    assert second.wall_time_s >= first.wall_time_s > 0
 
 
 def test_custom_task_written_from_arrays_trains(tmp_path: Path) -> None:
@@ -232,8 +232,8 @@ def test_custom_task_written_from_arrays_trains(tmp_path: Path) -> None:
     config = TrainConfig("vit_test", "linear", "vtab1k/digits_789", str(tmp_path / "data"), out=str(tmp_path),
                          epochs=1, num_classes=3, train_split="train800val200", device="cpu")
     record = train(config)
-    assert record["status"] == "finished" and record["samples"] == {"train": 18, "test": 6}
-    assert record["params"]["head"] == 64 * 3 + 3
+    assert record.status == "finished" and record.samples == {"train": 18, "test": 6}
+    assert record.params["head"] == 64 * 3 + 3
 
 
 def test_corrupt_image_fails_the_run_cleanly_and_a_rerun_recovers(
@@ -253,7 +253,7 @@ def test_corrupt_image_fails_the_run_cleanly_and_a_rerun_recovers(
     assert "train800_00007.png is corrupt" in err and "Traceback" not in err
     (result,) = (tmp_path / "runs").rglob("result.json")
     record = json.loads(result.read_text())
-    assert record["status"] == "failed" and record["failure"] == "exception" and "train800_00007" in record["error"]
+    assert record.status == "failed" and record.failure == "exception" and "train800_00007" in record.error
     image.write_bytes(good)
     assert vapt_main(argv) == 0
     assert json.loads(result.read_text())["status"] == "finished"

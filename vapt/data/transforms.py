@@ -25,17 +25,9 @@ def build_transform(
 
     FGVC resizes the short side to image_size * 256 / 224 (256 at 224 px) before cropping. `resize` is
     `tf1` (TensorFlow v1 bilinear, VTAB's default) or `pil` (PIL anti-aliased bilinear, FGVC's default);
-    see `vapt.data.resize`.
+    see `vapt.data.resize`, which holds the one definition of each mode's steps (shared with the cache).
     """
     if benchmark not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
     check_positive_int("image_size", image_size)
-    if resolve_resize(benchmark, resize) == "tf1":
-        return build_resized_transform(benchmark, train, image_size, "tf1", mean, std)
-    finish = [T.ToTensor(), T.Normalize(mean, std)]
-    if benchmark == "vtab1k":
-        return T.Compose([T.Resize((image_size, image_size), T.InterpolationMode.BILINEAR), *finish])
-    resize = T.Resize(round(image_size * 256 / 224), T.InterpolationMode.BILINEAR)
-    if train:
-        return T.Compose([resize, T.RandomCrop(image_size), T.RandomHorizontalFlip(), *finish])
-    return T.Compose([resize, T.CenterCrop(image_size), *finish])
+    return build_resized_transform(benchmark, train, image_size, resolve_resize(benchmark, resize), mean, std)

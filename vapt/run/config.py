@@ -3,7 +3,7 @@
 Resize mode and precision: records written before these options existed carry neither field; they were
 made with PIL's resize and bf16 autocast, and are read as `resize: pil`, `precision: bf16`
 (`LEGACY_RUN_FIELDS`). The run id marks every other value (`_rstf1`, `_fp32`), so the VTAB-1K default
-`tf1` gets run ids of its own and never takes an older PIL run's place; `record_matches` checks the same
+`tf1` gets run ids of its own and never takes an older PIL run's place; `RunRecord.made_with` checks the same
 fields before an existing record counts as done.
 """
 
@@ -153,13 +153,6 @@ def run_id(config: TrainConfig) -> str:
 def run_dir(config: TrainConfig) -> Path:
     """The folder of a run: `<out>/<run id>`."""
     return Path(config.out) / run_id(config)
-
-
-def record_matches(config: TrainConfig, record_config: dict[str, Any]) -> bool:
-    """Whether a result record's config was made with `config`'s resize mode and precision (missing = legacy)."""
-    config = config.resolved()
-    return all(record_config.get(name, legacy) == getattr(config, name)
-               for name, legacy in LEGACY_RUN_FIELDS.items())
 
 
 def _option(text: str) -> tuple[str, Any]:

@@ -56,7 +56,6 @@ from vapt.run.config import (
     TrainConfig,
     add_run_arguments,
     config_from_args,
-    record_matches,
     run_dir,
     run_id,
 )
@@ -268,7 +267,7 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
     except RecordError as err:
         raise RecordError(f"{err}; it is kept in place; pass {RESTART_FLAG} to set it aside and start the run "
                           f"afresh") from None
-    if existing is not None and not record_matches(config, existing.config):
+    if existing is not None and not existing.made_with(config):
         made = ", ".join(f"{k} {existing.config.get(k)}" for k in LEGACY_RUN_FIELDS)
         raise ConfigError(f"{result_path} was made with {made}, not resize {config.resize}, precision "
                           f"{config.precision}; move it away to train this run")
