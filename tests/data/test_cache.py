@@ -18,8 +18,8 @@ import vapt.data.images
 from tests.conftest import private_copy
 from vapt.data import build_dataset, parse_data
 from vapt.data.cache import CACHE_FOLDER, cached_loader, default_cache_dir, load_split, pool_kind, pool_path
+from vapt.run.config import TrainConfig
 from vapt.run.sweep import Launcher, sweep
-from vapt.run.train import TrainConfig
 
 TF1_BOUND = 0.5 / 255 / 0.225 + 1e-6  # uint8 rounding of a tf1 resize, in normalised units
 

@@ -28,6 +28,8 @@ from vapt.run.train import train
 
 REPO = Path(__file__).parents[2]
 METHODS = prompted_methods()
+# every test but the help check reads the module's trained runs (one per prompted method), minutes on a CPU
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def test_a_rebuilt_run_reproduces_its_recorded_accuracy(trained):
 
 
 def test_grad_cam_and_the_lens_rebuild_the_same_model_without_touching_the_random_state(trained):
-    from vapt.report.gradcam import load_run_model
+    from vapt.report.runs import load_run_model
 
     _, runs = trained
     for method in METHODS:

@@ -14,6 +14,7 @@ from vapt.run.bench import COLUMNS, BenchSettings, build_model, count_flops, mai
 METHODS = list(vapt.METHODS)
 
 
+@pytest.mark.slow
 def test_cli_measures_every_method_and_writes_the_csv(tmp_path, capsys):
     out = tmp_path / "bench" / "vit_test.csv"
     argv = ["--backbone", "vit_test", "--methods", ",".join(METHODS), "--batch", "2", "--num-tokens", "3",

@@ -63,6 +63,7 @@ def shared_bench_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
         real_stop(server)
 
 
+@pytest.mark.slow
 def test_smoke_check_writes_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         shared_bench_servers: dict) -> None:
     monkeypatch.setattr(gpu_check_module, "_run", _in_process)

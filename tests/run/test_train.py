@@ -18,7 +18,8 @@ import vapt
 from vapt.__main__ import main as vapt_main
 from vapt.data import build_dataset, parse_data
 from vapt.errors import ConfigError
-from vapt.run.train import TrainConfig, build_optimizer, build_scheduler, evaluate, run_id, train
+from vapt.run.config import TrainConfig, run_id
+from vapt.run.train import build_optimizer, build_scheduler, evaluate, train
 
 REPO = Path(__file__).parents[2]
 
@@ -31,6 +32,7 @@ def protocol_lr(grid_lr: float, batch_size: int, epoch: int, epochs: int, warmup
     return 0.5 * peak * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup)))
 
 
+@pytest.mark.slow
 def test_cli_two_epoch_run_writes_a_complete_record(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     argv = ["train", "--backbone", "vit_test", "--method", "vapt", "--data", "vtab1k/cifar",
@@ -91,6 +93,7 @@ def _config(data_root: Path, out: Path, **fields: object) -> TrainConfig:
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_equals_uninterrupted(data_root: Path, tmp_path: Path) -> None:
     # VAPT has prompt dropout and FGVC random crops: both consume RNG, so the RNG states must be restored
     whole = train(_config(data_root, tmp_path / "a"))
@@ -218,6 +221,7 @@ def test_wall_time_accumulates_over_resumes(data_root: Path, tmp_path: Path) -> 
     assert second.wall_time_s >= first.wall_time_s > 0
 
 
+@pytest.mark.slow
 def test_custom_task_written_from_arrays_trains(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
@@ -236,6 +240,7 @@ def test_custom_task_written_from_arrays_trains(tmp_path: Path) -> None:
     assert record.params["head"] == 64 * 3 + 3
 
 
+@pytest.mark.slow
 def test_corrupt_image_fails_the_run_cleanly_and_a_rerun_recovers(
     data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -253,7 +258,7 @@ def test_corrupt_image_fails_the_run_cleanly_and_a_rerun_recovers(
     assert "train800_00007.png is corrupt" in err and "Traceback" not in err
     (result,) = (tmp_path / "runs").rglob("result.json")
     record = json.loads(result.read_text())
-    assert record.status == "failed" and record.failure == "exception" and "train800_00007" in record.error
+    assert record["status"] == "failed" and record["failure"] == "exception" and "train800_00007" in record["error"]
     image.write_bytes(good)
     assert vapt_main(argv) == 0
     assert json.loads(result.read_text())["status"] == "finished"

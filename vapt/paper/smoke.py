@@ -38,7 +38,6 @@ from vapt.paper.digits import (
     TRANSFER_CLASSES,
     VTAB_PER_CLASS,
     pretrain,
-    pretraining_summary,
     use_threads,
     write_transfer_data,
 )
@@ -354,7 +353,6 @@ __all__ = [
     "CACHE_ENV",
     "SMOKE_LABEL",
     "THEORY_LABEL",
-    "TASK",
     "SmokeSettings",
     "ablations",
     "EXPERIMENTS",
@@ -366,12 +364,10 @@ __all__ = [
     "low_data",
     "main_results",
     "pretrained_backbone",
-    "pretraining_summary",
     "runs_dir",
     "self_supervised",
     "sweep_method",
     "train_method",
-    "use_threads",
     "theory_quick",
     "transfer_data",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 from vapt.config import prompted_methods
 from vapt.data import build_dataset, parse_data
 from vapt.report.paper import method_label
-from vapt.report.runs import best_runs, find_model_runs, finished_runs, load_run_model, model_runs, run_config
+from vapt.report.runs import best_runs, load_run_model, model_runs, run_config
 
 GRADCAM_TASKS: tuple[str, ...] = ("sun397", "svhn", "resisc45", "clevr_count", "kitti")
 
@@ -129,12 +129,8 @@ def load_run_images(run_dir: str | os.PathLike, count: int = 5, split: str = "te
 __all__ = [
     "GRADCAM_TASKS",
     "GradcamData",
-    "find_model_runs",
-    "finished_runs",
     "gradcam_from_runs",
     "gradcam_maps",
     "load_run_images",
-    "load_run_model",
-    "model_runs",
     "vit_reshape_transform",
 ]

@@ -51,8 +51,6 @@ from vapt.errors import CheckpointError, ConfigError, load_failure
 from vapt.io import check_writable_dir, save_torch_atomic
 from vapt.models.backbones import TEST_BACKBONES
 from vapt.run.config import (
-    PAPER_BATCH_SIZE,
-    PAPER_EPOCHS,
     TrainConfig,
     add_run_arguments,
     config_from_args,
@@ -76,8 +74,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 RESTART_FLAG = "--restart-unreadable"
 UNREADABLE_SUFFIX = ".unreadable"
 
-__all__ = ["PAPER_BATCH_SIZE", "PAPER_EPOCHS", "TrainConfig", "build_optimizer", "build_scheduler", "evaluate",
-           "run_dir", "run_id", "train"]
+__all__ = ["build_optimizer", "build_scheduler", "evaluate", "train"]
 
 
 def learning_rate(config: TrainConfig) -> float:
