@@ -91,7 +91,9 @@ def test_reference_attention_is_what_timm_computes(images):
     for handle in handles:
         handle.remove()
     for block, x, timm_attention in zip(blocks_of(model), inputs, probabilities, strict=True):
-        torch.testing.assert_close(reference_attention(block, x).float(), timm_attention, atol=1e-6, rtol=1e-5)
+        # float32 attention of the sharpened (large-logit) weights differs from the reference by up to 2.0e-5
+        # relative (measured on one CPU thread: 5.5e-6 on a probability of 0.28), so rtol is 1e-4, not 1e-5
+        torch.testing.assert_close(reference_attention(block, x).float(), timm_attention, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("method", prompted_methods())
