@@ -102,8 +102,8 @@ def test_a_rebuilt_run_reproduces_its_recorded_accuracy(trained):
         model, record = load_run(runs[method])
         dataset = build_dataset(parse_data("vtab1k/cifar"), data_root, "val200", image_size=32)
         accuracy = evaluate(model, DataLoader(dataset, batch_size=20), torch.device("cpu"))
-        assert accuracy == record["final"]["val200"]
-        torch.manual_seed(record["config"]["seed"])  # how `train` draws a backbone that has no weights file
+        assert accuracy == record.final["val200"]
+        torch.manual_seed(record.config["seed"])  # how `train` draws a backbone that has no weights file
         trained_backbone = vapt.create_model("vit_test", method, 100, num_tokens=3).backbone.state_dict()
         for name, tensor in model.backbone.state_dict().items():
             assert torch.equal(tensor, trained_backbone[name]), name
