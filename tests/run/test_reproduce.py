@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from vapt.__main__ import main as vapt_main
-from vapt.paper.catalog import REPRODUCE
+from vapt.paper.catalog import reproduce_commands
 from vapt.paper.reproduce import ITEMS, catalog_steps
 
 SMOKE = ["--backbone", "vit_test", "--epochs", "1", "--batch-size", "32", "--grid", "5:0.01", "--seeds", "42",
@@ -20,7 +20,7 @@ def test_every_item_parses_into_known_commands(item: str) -> None:
     from vapt.__main__ import COMMANDS
 
     steps = catalog_steps(item, "DATA", "RUNS")
-    assert len(steps) == len(REPRODUCE[item])
+    assert len(steps) == len(reproduce_commands(item))
     assert all(s.module in COMMANDS or s.module.startswith("theory.") for s in steps)
 
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vapt import DOCS_HELP, HelpFormatter
+from vapt.cli import DOCS_HELP, HelpFormatter
+from vapt.config import prompted_methods
 from vapt.errors import ConfigError
-from vapt.paper.catalog import LENS_METHODS, REPRODUCE, reproduce_commands
+from vapt.paper.catalog import REPRODUCE, reproduce_commands
 
 ITEMS: tuple[str, ...] = tuple(REPRODUCE)
 PLACEHOLDER = re.compile(r"^<.*>$")
@@ -273,9 +274,9 @@ def run_lens(args: argparse.Namespace) -> None:
     """The MoE lens on the final runs of each task found under the runs folder."""
     from vapt.report import lens_command
 
-    found = lens_command.find_lens_runs(args.runs, LENS_METHODS, backbone=args.backbone)
+    found = lens_command.find_lens_runs(args.runs, prompted_methods(), backbone=args.backbone)
     if not found:
-        raise ConfigError(f"no finished final runs of {', '.join(LENS_METHODS)} under {args.runs} for the lens")
+        raise ConfigError(f"no finished final runs of {', '.join(prompted_methods())} under {args.runs} for the lens")
     for data, run_dirs in found.items():
         argv = [a for d in run_dirs for a in ("--run", str(d))]
         argv += ["--data-root", args.data_root, "--out", str(Path(args.figures) / "lens" / data.split("/", 1)[-1])]
@@ -327,8 +328,8 @@ def plan_item(args: argparse.Namespace) -> tuple[list[SweepStep], list[Step]]:
                 step.argv[at:at + 2] = ["--out", args.figures]
                 step.text = shlex.join(["python", "-m", "vapt", step.module, *step.argv])
             if step.module == "lens":
-                step.text = (f"python -m vapt lens on the final {', '.join(LENS_METHODS)} runs of each task under "
-                             f"{args.runs}, into {Path(args.figures) / 'lens'}/<task>")
+                step.text = (f"python -m vapt lens on the final {', '.join(prompted_methods())} runs of each task "
+                             f"under {args.runs}, into {Path(args.figures) / 'lens'}/<task>")
             others.append(step)
             continue
         parsed = sweep_parser().parse_args(_override(step.argv, args, args.mocov3_weights))
