@@ -74,3 +74,25 @@ def test_the_lens_item_finds_its_final_runs(data_root: Path, tmp_path: Path) -> 
     assert vapt_main(argv) == 0
     assert len(list((tmp_path / "runs").rglob("result.json"))) == 6  # three methods: one grid run, one final run
     assert (tmp_path / "fig" / "lens" / "cifar" / "lens.csv").is_file()
+
+
+def test_dry_run_lists_the_final_runs_once_the_grid_is_done(data_root: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from vapt.io import write_json_atomic
+    from vapt.paper.reproduce import build_parser, plan_item, sweep_runs
+    from vapt.run.config import run_dir, run_id
+
+    runs = tmp_path / "runs"
+    argv = ["reproduce", "F-scale", "--data-root", str(data_root), "--runs", str(runs), "--dry-run",
+            "--data", "vtab1k/cifar", *SMOKE]
+    sweeps, _ = plan_item(build_parser().parse_args(argv[1:]))
+    for step in sweeps:  # the grid run of each sweep finished (written as a run would leave it)
+        (config,) = sweep_runs(step)[0]
+        config = config.resolved()
+        write_json_atomic(run_dir(config) / "result.json", {"run_id": run_id(config), "config": config.to_dict(),
+                                                             "final": {"val200": 50.0}, "status": "finished"})
+    assert vapt_main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("done vtab1k-cifar/vit_test/") == 2 and out.count("todo vtab1k-cifar/vit_test/") == 2
+    assert "train800val200-test/lr5_wd0.01_s42" in out  # the chosen setting's final run, now known
+    assert "F-scale: 4 run(s) in 2 sweep(s): 2 already done, 2 to start now, 0 decided by the grid stages" in out

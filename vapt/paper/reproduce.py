@@ -120,7 +120,7 @@ def sweep_runs(step: SweepStep) -> tuple[list[Any], int]:
         try:
             done = records(stage)
             if done is not None and grid.anchor_lr is not None:
-                best_wd = select_best(done, plan.select_split)["config"]["wd"]
+                best_wd = select_best(done, plan.select_split).config["wd"]
                 lr_stage = [plan.grid_config(lr, best_wd, args.grid_seed) for lr in grid.lrs]
                 ids = {run_id(c) for c in stage}
                 known += [c for c in lr_stage if run_id(c) not in ids]
@@ -128,7 +128,7 @@ def sweep_runs(step: SweepStep) -> tuple[list[Any], int]:
             if done is None:
                 unknown += later + finals
                 continue
-            best = select_best(done, plan.select_split)["config"]
+            best = select_best(done, plan.select_split).config
             known += [plan.final_config(best["lr"], best["wd"], seed) for seed in args.seeds]
         except VaptError:  # every grid run failed: the sweep will say so
             unknown += later + finals
