@@ -31,6 +31,20 @@ def test_cli_measures_every_method_and_writes_the_csv(tmp_path, capsys):
     assert "ratio to vpt_deep:" in printed and "ratio to full:" in printed
 
 
+def test_control_is_an_identical_model_printed_beside_the_methods(tmp_path, capsys):
+    out = tmp_path / "b.csv"
+    argv = ["--methods", "vpt_deep,vapt", "--control", "vpt_deep", "--batch", "2", "--num-tokens", "3",
+            "--steps", "2", "--warmup", "0", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert list(pd.read_csv(out)["method"]) == ["vpt_deep", "vapt"]  # the control is printed only
+    table = printed.split("ratio to vpt_deep:")[1]
+    control = next(line for line in table.splitlines() if line.startswith("vpt_deep (control)")).split()
+    assert [float(v) for v in control[-3:]] == [1.0, 1.0, 1.0]  # same saved tensors, FLOPs and parameters
+    with pytest.raises(ConfigError, match="prefix"):
+        main(["--methods", "vpt_deep", "--control", "prefix"])
+
+
 def vit_test_flops(images: torch.Tensor) -> int:
     """FLOPs of the linear-probe vit_test forward, counted by hand (attention included)."""
     tokens, dim, hidden, depth, classes = 65, 64, 128, 4, 10
@@ -113,7 +127,7 @@ def test_recompute_flag_reaches_vapt_only():
 def test_csv_is_replaced_whole_with_exact_columns(tmp_path):
     path = tmp_path / "b.csv"
     path.write_text("old contents\n")
-    row = dict(zip(COLUMNS, ["vapt", 0.1, 10.0, 5.0, 0.02, 100], strict=True))
+    row = dict(zip(COLUMNS, ["vapt", 0.1, 10.0, 5.0, 2.0, 0.02, 100], strict=True))
     write_csv(pd.DataFrame([{**row, "image_size": 32}]), path)
     assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
     assert len(list(tmp_path.iterdir())) == 1

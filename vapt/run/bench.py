@@ -8,6 +8,9 @@ peak resident memory (VmHWM) over model building and two training steps, measure
 with glibc's mmap threshold fixed at 128 KiB so that freed tensors leave the resident set (with the
 default dynamic threshold, heap reuse made the figure vary by about 10 % between runs). Both count
 weights, activations, gradients and optimizer state, but not the PyTorch runtime.
+Memory kept for the backward pass is the size of the distinct storages that the first training step's forward
+pass saves for its backward pass (counted with `torch.autograd.graph.saved_tensors_hooks`; the model's
+parameters and buffers excluded): the activation memory a method adds, free of allocator effects.
 FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` on one forward pass of one image.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -43,7 +47,8 @@ from vapt.models.backbones import backbone_spec
 from vapt.models.factory import create_model
 from vapt.models.prompted import PromptedModel, count_parameters
 
-COLUMNS = ("method", "step_time_s", "eval_images_per_s", "peak_memory_mb", "gflops_per_image", "trainable_params")
+COLUMNS = ("method", "step_time_s", "eval_images_per_s", "peak_memory_mb", "saved_for_backward_mb", "gflops_per_image",
+           "trainable_params")
 DETAILS = ("image_size", "cpu_threads")  # reported with the table, not written to the CSV
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -121,6 +126,22 @@ def count_flops(model: torch.nn.Module, images: Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+def saved_for_backward_mb(model: torch.nn.Module, step: Callable[[], None]) -> float:
+    """MiB of the distinct storages that `step`'s forward pass saves for backward (parameters, buffers excluded)."""
+    own = {t.untyped_storage().data_ptr() for t in itertools.chain(model.parameters(), model.buffers())}
+    sizes: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in own:
+            sizes[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return sum(sizes.values()) / 2**20
+
+
 class CpuPeakMemory:
     """Rise of this process's peak resident memory (MiB) since construction (Linux /proc)."""
 
@@ -176,15 +197,24 @@ class MethodBench:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
+        self.saved_mb: float | None = None
         for _ in range(settings.warmup):
             self._train()
         self.eval_ready = False
 
     def _train(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast:
-            loss = F.cross_entropy(self.model(self.images), self.labels)
-        loss.backward()
+        losses = []
+
+        def forward() -> None:
+            with self.autocast:
+                losses.append(F.cross_entropy(self.model(self.images), self.labels))
+
+        if self.saved_mb is None:  # the first step counts what its forward pass keeps for backward
+            self.saved_mb = saved_for_backward_mb(self.model, forward)
+        else:
+            forward()
+        losses.pop().backward()
         self.optimizer.step()
 
     def _eval(self) -> None:
@@ -208,6 +238,12 @@ class MethodBench:
             return torch.cuda.max_memory_allocated(self.device) / 2**20
         return self.cpu_memory.rise_mb()
 
+    def saved_memory_mb(self) -> float:
+        """Memory the first training step kept for its backward pass (MiB); runs that step if none ran yet."""
+        if self.saved_mb is None:
+            self._train()
+        return self.saved_mb
+
     def eval_step(self) -> float:
         """Seconds of one evaluation forward pass without gradients (the first call warms up first)."""
         if not self.eval_ready:
@@ -223,12 +259,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _row(summary: dict[str, Any], batch: int, train: list[float], eval_: list[float], peak: float) -> dict[str, Any]:
+def _row(summary: dict[str, Any], batch: int, train: list[float], eval_: list[float], peak: float,
+         saved: float) -> dict[str, Any]:
     return {
         **summary,
         "step_time_s": statistics.median(train),
         "eval_images_per_s": batch / statistics.median(eval_),
         "peak_memory_mb": peak,
+        "saved_for_backward_mb": saved,
     }
 
 
@@ -238,7 +276,15 @@ def measure_method(settings: BenchSettings, method: str) -> dict[str, Any]:
     train = [bench.train_step() for _ in range(settings.steps)]
     peak = bench.peak_memory_mb()
     eval_ = [bench.eval_step() for _ in range(settings.steps)]
-    return _row(bench.summary, settings.batch, train, eval_, peak)
+    return _row(bench.summary, settings.batch, train, eval_, peak, bench.saved_memory_mb())
+
+
+CONTROL_SUFFIX = " (control)"
+
+
+def control_label(method: str) -> str:
+    """The table label of a second, identically built model of `method` (the step-time noise control)."""
+    return method + CONTROL_SUFFIX
 
 
 RESULT_TAG = "vapt-bench-result "
@@ -252,12 +298,14 @@ def _work(conn: socket.socket, settings: BenchSettings, method: str) -> None:
             channel.flush()
 
         try:
-            bench = MethodBench(settings, method)
+            bench = MethodBench(settings, method.removesuffix(CONTROL_SUFFIX))
+            bench.summary["method"] = method
             reply({"ok": bench.summary})
         except BaseException:
             reply({"error": traceback.format_exc()})
             return
-        actions = {"train": bench.train_step, "eval": bench.eval_step, "memory": bench.peak_memory_mb}
+        actions = {"train": bench.train_step, "eval": bench.eval_step, "memory": bench.peak_memory_mb,
+                   "saved": bench.saved_memory_mb}
         for line in channel:
             command = json.loads(line)["cmd"]
             if command == "stop":
@@ -334,19 +382,23 @@ def _stop_server(server: subprocess.Popen | None) -> None:
         server.wait()
 
 
-def run_bench(settings: BenchSettings, methods: list[str]) -> pd.DataFrame:
+def run_bench(settings: BenchSettings, methods: list[str], control: str | None = None) -> pd.DataFrame:
     """Measure each method in its own worker process; one row per method, columns `COLUMNS` + `DETAILS`.
 
     All workers are set up first; then the timed steps go round-robin over the methods (one worker
     computes at a time), so a change in the machine's load affects every method alike. On CPU, peak
     memory comes from a second pass, one method at a time, in workers whose allocator returns freed
     memory to the system (`CPU_MEMORY_ENV`), so that resident memory follows the live tensors.
+    `control` adds a second, identical model of that method (row `control_label(control)`), measured in
+    the same round-robin: its ratio to the first shows how far two identical models differ on this machine.
     """
-    for method in methods:
+    for method in [*methods, *([control] if control is not None else [])]:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; expected some of {', '.join(METHODS)}")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"--methods lists a method twice: {','.join(methods)}")
+    if control is not None:
+        methods = [*methods, control_label(control)]
     cpu = torch.device(settings.device).type == "cpu"
     server = _start_server()
     memory_server = _start_server(CPU_MEMORY_ENV) if cpu else None
@@ -358,6 +410,7 @@ def run_bench(settings: BenchSettings, methods: list[str]) -> pd.DataFrame:
             for m in methods:
                 train[m].append(_ask(server, settings, m, "train"))
         peaks = {m: _ask(server, settings, m, "memory") for m in methods}
+        saved = {m: _ask(server, settings, m, "saved") for m in methods}
         for _ in range(settings.steps):
             for m in methods:
                 eval_[m].append(_ask(server, settings, m, "eval"))
@@ -373,7 +426,7 @@ def run_bench(settings: BenchSettings, methods: list[str]) -> pd.DataFrame:
     finally:
         _stop_server(server)
         _stop_server(memory_server)
-    rows = [_row(summaries[m], settings.batch, train[m], eval_[m], peaks[m]) for m in methods]
+    rows = [_row(summaries[m], settings.batch, train[m], eval_[m], peaks[m], saved[m]) for m in methods]
     return pd.DataFrame(rows, columns=[*COLUMNS, *DETAILS])
 
 
@@ -393,7 +446,8 @@ def format_report(table: pd.DataFrame, settings: BenchSettings) -> str:
         f"backbone {settings.backbone}, batch {settings.batch}, {int(first['image_size'])} px, "
         f"Np {settings.num_tokens}, {settings.device} {settings.dtype}, {int(first['cpu_threads'])} CPU threads, "
         f"recompute {'on' if settings.recompute else 'off'}, "
-        f"median of {settings.steps} steps after {settings.warmup} warm-up; memory: {memory}",
+        f"median of {settings.steps} steps after {settings.warmup} warm-up; memory: {memory}; "
+        f"saved_for_backward_mb: what the forward pass keeps for backward",
         "",
         table[list(COLUMNS)].to_string(index=False, float_format=lambda v: f"{v:.4g}"),
     ]
@@ -409,8 +463,8 @@ def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     io.write_csv(table, path, list(COLUMNS))
 
 
-def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | None]:
-    """Settings, methods and output path from the command line."""
+def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | None, str | None]:
+    """Settings, methods, output path and control method from the command line."""
     parser = argparse.ArgumentParser(prog="python -m vapt bench", epilog=DOCS_HELP, description=__doc__,
                                      formatter_class=HelpFormatter)
     parser.add_argument("--backbone", default="vit_test", help="named ViT or Swin backbone, or a timm name")
@@ -426,6 +480,9 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | 
     parser.add_argument("--recompute", action="store_true", help="VAPT: recompute adaptive prompts in backward")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: PyTorch's)")
     parser.add_argument("--compile", action="store_true", help="run each model under torch.compile (off by default)")
+    parser.add_argument("--control", default=None, metavar="METHOD",
+                        help="also measure a second, identical model of METHOD (printed as 'METHOD (control)', "
+                             "not written to --out): its ratio to METHOD is the step-time noise of the machine")
     parser.add_argument("--out", default=None, help="write the table to this CSV file")
     parser.add_argument("--loader", action="store_true",
                         help="measure the data path instead (cold vs cached); see `bench --loader --help`")
@@ -438,7 +495,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | 
         image_size=args.image_size, steps=args.steps, warmup=args.warmup, dtype=args.dtype,
         recompute=args.recompute, threads=args.threads, compile=args.compile,
     )
-    return settings, methods, args.out
+    return settings, methods, args.out, args.control
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -448,16 +505,16 @@ def main(argv: list[str] | None = None) -> int:
         from vapt.run.loader_bench import main as loader_main
 
         return loader_main([a for a in argv if a != "--loader"])
-    settings, methods, out = parse_args(argv)
+    settings, methods, out, control = parse_args(argv)
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {settings.device} requested but CUDA is not available on this machine")
     backbone_spec(settings.backbone)  # unknown names fail here, before any worker starts
     if out is not None:
         io.check_writable_file(out, "--out file")
-    table = run_bench(settings, methods)
+    table = run_bench(settings, methods, control)
     print(format_report(table, settings))
     if out is not None:
-        write_csv(table, out)
+        write_csv(table[~table["method"].str.endswith(CONTROL_SUFFIX)], out)
         print(f"\nwrote {out}")
     return 0
 
