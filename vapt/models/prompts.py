@@ -7,7 +7,9 @@ tokens ``(B, Np, d)`` to insert before that block, or ``None`` to keep the previ
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -185,6 +187,14 @@ class AdaptivePromptGenerator(nn.Module):
         if self.projectors is None:
             return None
         return self.projectors[0 if self.shared_projector else adaptive_index]
+
+    def recomputed_prompts(self, index: int) -> tuple[Callable[[Tensor], Tensor], list[nn.Module | None]] | None:
+        """Block `index`'s prompt function and modules, to be recomputed in backward (`recompute`, training)."""
+        if not (self.recompute and self.training) or index < self.static_depth:
+            return None
+        j = index - self.static_depth
+        block, projector = self.adaptive[j], self.projector_for(j)
+        return functools.partial(block, projector=projector), [block, projector]
 
     def forward(self, index: int, patches: Tensor) -> Tensor:
         """Prompts for block `index` from that block's input patch tokens (B, H*W, d)."""
