@@ -79,7 +79,7 @@ class VAPTConfig:
     prompt_dropout: float = 0.1
     channel_dropout: float = 0.1
     projector_dropout: float = 0.1
-    recompute: bool = False
+    recompute: bool = True
 
     def __post_init__(self) -> None:
         _check_positive_int("num_tokens", self.num_tokens)

@@ -9,7 +9,16 @@ import torch
 import vapt
 from vapt import ConfigError, count_parameters
 from vapt.models.swin import create_swin_model
-from vapt.run.bench import COLUMNS, BenchSettings, build_model, count_flops, main, measure_method, write_csv
+from vapt.run.bench import (
+    COLUMNS,
+    BenchSettings,
+    build_model,
+    count_flops,
+    main,
+    measure_method,
+    parse_args,
+    write_csv,
+)
 
 METHODS = ["linear", "full", "vpt_shallow", "vpt_deep", "vapt"]
 
@@ -120,8 +129,10 @@ def test_dropout_is_active_in_the_recompute_comparison():
 def test_recompute_flag_reaches_vapt_only():
     on = BenchSettings(recompute=True)
     assert build_model(on, "vapt").prompt.recompute
-    assert not build_model(BenchSettings(), "vapt").prompt.recompute
+    assert not build_model(BenchSettings(recompute=False), "vapt").prompt.recompute
+    assert build_model(BenchSettings(), "vapt").prompt.recompute  # VAPT's default
     assert build_model(on, "vpt_deep").prompt is not None
+    assert parse_args(["--no-recompute"])[0].recompute is False and parse_args([])[0].recompute is None
 
 
 def test_csv_is_replaced_whole_with_exact_columns(tmp_path):

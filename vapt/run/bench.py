@@ -65,7 +65,7 @@ class BenchSettings:
     steps: int = 5
     warmup: int = 1
     dtype: str = "fp32"
-    recompute: bool = False
+    recompute: bool | None = None  # VAPT's recomputing path; None: the method's default
     num_classes: int = 10
     threads: int | None = None
     compile: bool = False
@@ -93,7 +93,7 @@ def method_overrides(method: str, settings: BenchSettings) -> dict[str, Any]:
         return {}
     options = METHODS[method].options()
     wanted = {"num_tokens": settings.num_tokens, "recompute": settings.recompute}
-    return {k: v for k, v in wanted.items() if k in options}
+    return {k: v for k, v in wanted.items() if k in options and v is not None}
 
 
 def build_model(settings: BenchSettings, method: str) -> PromptedModel:
@@ -445,7 +445,7 @@ def format_report(table: pd.DataFrame, settings: BenchSettings) -> str:
     lines = [
         f"backbone {settings.backbone}, batch {settings.batch}, {int(first['image_size'])} px, "
         f"Np {settings.num_tokens}, {settings.device} {settings.dtype}, {int(first['cpu_threads'])} CPU threads, "
-        f"recompute {'on' if settings.recompute else 'off'}, "
+        f"recompute {({True: 'on', False: 'off'}).get(settings.recompute, 'default')}, "
         f"median of {settings.steps} steps after {settings.warmup} warm-up; memory: {memory}; "
         f"saved_for_backward_mb: what the forward pass keeps for backward",
         "",
@@ -477,7 +477,9 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | 
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     parser.add_argument("--dtype", "--precision", dest="dtype", default="fp32", choices=sorted(DTYPES),
                         help="autocast precision (default fp32)")
-    parser.add_argument("--recompute", action="store_true", help="VAPT: recompute adaptive prompts in backward")
+    parser.add_argument("--recompute", action=argparse.BooleanOptionalAction, default=None,
+                        help="VAPT: recompute the adaptive prompts in the backward pass (on by default), or keep "
+                             "the generator's tensors instead (--no-recompute)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: PyTorch's)")
     parser.add_argument("--compile", action="store_true", help="run each model under torch.compile (off by default)")
     parser.add_argument("--control", default=None, metavar="METHOD",
