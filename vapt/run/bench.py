@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import itertools
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -31,7 +29,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -46,6 +43,7 @@ from vapt.errors import ConfigError
 from vapt.models.backbones import backbone_spec
 from vapt.models.factory import create_model
 from vapt.models.prompted import PromptedModel, count_parameters
+from vapt.run.memory import CpuPeakMemory, saved_for_backward_mb
 
 COLUMNS = ("method", "step_time_s", "eval_images_per_s", "peak_memory_mb", "saved_for_backward_mb", "gflops_per_image",
            "trainable_params")
@@ -124,45 +122,6 @@ def count_flops(model: torch.nn.Module, images: Tensor) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
-
-
-def saved_for_backward_mb(model: torch.nn.Module, step: Callable[[], None]) -> float:
-    """MiB of the distinct storages that `step`'s forward pass saves for backward (parameters, buffers excluded)."""
-    own = {t.untyped_storage().data_ptr() for t in itertools.chain(model.parameters(), model.buffers())}
-    sizes: dict[int, int] = {}
-
-    def pack(tensor: Tensor) -> Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in own:
-            sizes[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        step()
-    return sum(sizes.values()) / 2**20
-
-
-class CpuPeakMemory:
-    """Rise of this process's peak resident memory (MiB) since construction (Linux /proc)."""
-
-    STATUS = Path("/proc/self/status")
-
-    def __init__(self) -> None:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current resident size
-        except OSError:
-            pass
-        self.start = self._read("VmRSS")
-
-    def _read(self, field: str) -> int:
-        match = re.search(rf"^{field}:\s+(\d+) kB", self.STATUS.read_text(), re.MULTILINE)
-        if match is None:
-            raise ConfigError(f"cannot measure CPU memory: no {field} in {self.STATUS}")
-        return int(match.group(1))
-
-    def rise_mb(self) -> float:
-        """Peak resident memory minus the resident memory at construction, in MiB."""
-        return max(self._read("VmHWM") - self.start, 0) / 1024
 
 
 class MethodBench:
