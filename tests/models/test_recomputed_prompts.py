@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import vapt
-from vapt.config import ACTIVATIONS
+from vapt.methods.vapt import ACTIVATIONS
 from vapt.models.recomputed_prompts import DropoutTape, insert_prompts
 from vapt.run.bench import BenchSettings, measure_method
 

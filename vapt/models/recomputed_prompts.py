@@ -174,13 +174,16 @@ def join_recomputed(prompt_fn: PromptFunction, modules: Sequence[nn.Module | Non
     return JoinRecomputedPrompts.apply(prompt_fn, DropoutTape(modules), prefix, previous, tokens, *params)
 
 
-def insert_prompts(generator: nn.Module, index: int, tokens: Tensor, prefix: int, previous: int) -> tuple[Tensor, int]:
+def insert_prompts(generator: nn.Module, index: int, tokens: Tensor, prefix: int, previous: int,
+                   carried: Tensor | None = None) -> tuple[Tensor, int]:
     """Tokens `[prefix, prompts, patches]` of block `index` and the number of prompts in them.
 
     `tokens` hold `previous` prompt tokens after `prefix` prefix tokens. The generator's prompts for block
-    `index` replace them (when it returns None, the tokens are returned unchanged). A generator whose
-    `recomputed_prompts(index)` gives a prompt function and its modules has them computed and joined by
-    `JoinRecomputedPrompts` whenever gradients are recorded outside `torch.compile`.
+    `index` replace them (when it returns None, the tokens are returned unchanged). The generator is called
+    as `generator(index, patches, prompts)` with the previous block's prompt outputs: `carried` when given
+    (Swin carries them beside the tokens), else the `previous` prompt tokens (None when there are none).
+    A generator whose `recomputed_prompts(index)` gives a prompt function and its modules has them
+    computed and joined by `JoinRecomputedPrompts` whenever gradients are recorded outside `torch.compile`.
     """
     offer = getattr(generator, "recomputed_prompts", None)
     fused = offer(index) if offer is not None else None
@@ -190,7 +193,9 @@ def insert_prompts(generator: nn.Module, index: int, tokens: Tensor, prefix: int
         out = join_recomputed(prompt_fn, modules, tokens, prefix, previous)
         return out, out.shape[1] - tokens.shape[1] + previous
     patches = tokens[:, prefix + previous:]
-    prompts = generator(index, patches)
+    if carried is None and previous:
+        carried = tokens[:, prefix:prefix + previous]
+    prompts = generator(index, patches, carried)
     if prompts is None:
         return tokens, previous
     return torch.cat([tokens[:, :prefix], prompts.to(tokens.dtype), patches], dim=1), prompts.shape[1]

@@ -22,7 +22,7 @@ class PromptedViT(PromptedModel):
 
     def build_prompts(self) -> nn.Module | None:
         """One generator for the whole stack of blocks, from the method registry."""
-        generator = METHODS[self.config.name].generator_class()
+        generator = METHODS[self.config.name].generator
         if generator is None:
             return None
         dim = self.backbone.embed_dim
