@@ -11,8 +11,8 @@ of one dataset folder at one (image size, resize mode, kind), as uint8 CHW tenso
 Normalisation ([0, 1], then ImageNet mean / std) runs per batch on the training device, and the
 split's uint8 images are held on the GPU when they fit. `pil` resizes already produce uint8, so cached
 inputs equal the uncached ones bit for bit; `tf1` resizes produce floats, which the cache rounds to the
-nearest integer: cached inputs differ from uncached ones by at most 0.5 / 255 / std (0.0087 in
-normalised units for ImageNet's smallest std, 0.225).
+nearest integer: cached inputs differ from uncached ones by at most 0.5 / 255 / std (0.0087535 in
+normalised units for ImageNet's smallest std, 0.224, that of the green channel).
 
 Validity: each entry records its image's path, file size and modification time and a CRC-32 of its
 pixels; the split file is parsed on every run, and its SHA-256 is kept in the pool's manifest. An
@@ -62,12 +62,16 @@ def default_cache_dir(data_root: str | os.PathLike) -> Path:
     return Path(base) / "vapt"
 
 
-def pool_kind(benchmark: str, train: bool, image_size: int, resize: str) -> str:
-    """A name for what a pool stores, e.g. `resize224_tf1`, `short256-center224_pil`, `short256_pil`."""
+def pool_kind(benchmark: str, train: bool, image_size: int, resize: str, decode: str = "pil") -> str:
+    """A name for what a pool stores, e.g. `resize224_tf1_tfds`, `short256-center224_pil`, `short256_pil`.
+
+    PIL-decoded pools keep the names they had before the decoder was a choice, so they stay valid.
+    """
+    suffix = "" if decode == "pil" else f"_{decode}"
     if benchmark == "vtab1k":
-        return f"resize{image_size}_{resize}"
+        return f"resize{image_size}_{resize}{suffix}"
     short = round(image_size * 256 / 224)
-    return f"short{short}_{resize}" if train else f"short{short}-center{image_size}_{resize}"
+    return (f"short{short}_{resize}" if train else f"short{short}-center{image_size}_{resize}") + suffix
 
 
 def split_file_of(dataset: ImageListDataset) -> Path | None:
@@ -163,8 +167,8 @@ def _load_pool(path: Path, kind: str, folder: str) -> Pool:
         return Pool.empty(kind, folder)
 
 
-def _decode(path: Path, steps: Sequence[Any]) -> Tensor:
-    image: Any = image_io.read_rgb(path)
+def _decode(path: Path, steps: Sequence[Any], decode: str = "pil") -> Tensor:
+    image: Any = image_io.read_rgb(path, decode)
     for step in steps:
         image = step(image)
     tensor = to_uint8_tensor(image)
@@ -215,7 +219,8 @@ def load_split(
     resize = resolve_resize(benchmark, resize)
     if benchmark == "vtab1k":
         train = False  # no augmentation: training and evaluation store the same images
-    kind = pool_kind(benchmark, train, image_size, resize)
+    decode = getattr(dataset, "decode", "pil")
+    kind = pool_kind(benchmark, train, image_size, resize, decode)
     steps, _ = geometric_steps(benchmark, train, image_size, resize)
     split_file = split_file_of(dataset)
     folder = split_file.parent if split_file is not None else Path(os.path.commonpath([p for p, _ in dataset.samples]))
@@ -237,7 +242,7 @@ def load_split(
         split_name = getattr(dataset, "split", "samples")
         if missing or pool.split_hashes.get(split_name) != split_hash:
             by_key = dict(zip(keys, (p for p, _ in dataset.samples), strict=True))
-            new = {k: _decode(by_key[k], steps) for k in missing}
+            new = {k: _decode(by_key[k], steps, decode) for k in missing}
             pool = _merged(pool, usable, new, {k: s for k, s in zip(keys, stamps, strict=True)})
             pool.split_hashes[split_name] = split_hash
             save_torch_atomic(path, pool.payload())

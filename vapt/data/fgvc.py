@@ -89,6 +89,7 @@ class FGVCDataset(ImageListDataset):
         split: str,
         transform: Callable[[Any], Any] | None = None,
         num_classes: int | None = None,
+        decode: str = "pil",
     ) -> None:
         if split not in FGVC_SPLITS:
             raise DataLayoutError(f"unknown FGVC split {split!r}; expected one of {', '.join(FGVC_SPLITS)}")
@@ -101,4 +102,4 @@ class FGVCDataset(ImageListDataset):
             num_classes = FGVC_DATASETS[name][1]
         self.name, self.split = name, split
         self.dataset_dir = fgvc_dataset_dir(root, name)
-        super().__init__(read_fgvc_split(self.dataset_dir, split, num_classes), num_classes, transform)
+        super().__init__(read_fgvc_split(self.dataset_dir, split, num_classes), num_classes, transform, decode)

@@ -96,6 +96,7 @@ class VTABDataset(ImageListDataset):
         split: str,
         transform: Callable[[Any], Any] | None = None,
         num_classes: int | None = None,
+        decode: str = "pil",
     ) -> None:
         if split not in VTAB_SPLITS:
             raise DataLayoutError(
@@ -110,4 +111,4 @@ class VTABDataset(ImageListDataset):
             num_classes = VTAB_TASKS[task][1]
         self.task, self.split = task, split
         self.task_dir = vtab_task_dir(root, task)
-        super().__init__(read_vtab_split(self.task_dir, split, num_classes), num_classes, transform)
+        super().__init__(read_vtab_split(self.task_dir, split, num_classes), num_classes, transform, decode)
