@@ -29,8 +29,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from vapt import DOCS_HELP
-from vapt.data.fgvc import FGVC_DATASETS, FGVC_SPLITS, IMAGE_FOLDERS
-from vapt.data.vtab import VTAB_SPLITS, VTAB_TASKS
+from vapt.data.fgvc import FGVC_DATASETS, FGVC_SPLITS, find_in_image_folders
+from vapt.data.images import find_image, read_split_text
+from vapt.data.vtab import VTAB_SPLITS, VTAB_TASKS, split_lines
 from vapt.errors import DataLayoutError
 from vapt.io import write_json_atomic
 
@@ -65,24 +66,22 @@ def expected_size(benchmark: str, task: str, split: str) -> int | None:
 
 
 def _vtab_entries(split_file: Path) -> tuple[list[tuple[str, Any]], list[str]]:
-    entries, malformed = [], []
-    with open(split_file, encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            parts = line.strip().rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                malformed.append(f"line {number}: {line.strip()[:80]!r}")
-                continue
-            entries.append((parts[0], int(parts[1])))
+    try:
+        lines = split_lines(split_file)
+    except DataLayoutError as err:
+        return [], [str(err)]
+    entries = [(relative, label) for _, relative, label in lines if label is not None]
+    malformed = [f"line {number}: {relative[:80]!r}" for number, relative, label in lines if label is None]
     return entries, malformed
 
 
 def _fgvc_entries(split_file: Path) -> tuple[list[tuple[str, Any]], list[str]]:
     try:
-        data = json.loads(split_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(read_split_text(split_file))
+    except json.JSONDecodeError as err:
         return [], [f"not valid JSON ({err})"]
+    except DataLayoutError as err:
+        return [], [str(err)]
     if not isinstance(data, dict):
         return [], ["not a JSON object of image path -> class id"]
     entries, malformed = [], []
@@ -116,8 +115,7 @@ def check_split(benchmark: str, task: str, folder: Path, split: str, num_classes
             out_of_range.append(f"{relative}: label {label}")
             continue
         labels[label] += 1
-        folders = ("",) if benchmark == "vtab1k" else IMAGE_FOLDERS
-        path = next((p for p in (folder / sub / relative for sub in folders) if p.is_file()), None)
+        path = find_image(folder / relative) if benchmark == "vtab1k" else find_in_image_folders(folder, relative)
         if path is None:
             missing.append(relative)
             continue

@@ -15,6 +15,7 @@ and are refused with one error naming the file.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,35 @@ def read_rgb(path: Path, decode: str = "pil") -> Image.Image:
         raise DataLayoutError(f"image file {path} does not exist") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataLayoutError(f"image file {path} is corrupt or not an image ({err})") from err
+
+
+def read_split_text(split_file: Path) -> str:
+    """A split file's text: UTF-8 with or without a byte-order mark; other bytes raise DataLayoutError at file:line.
+
+    Line endings (LF, CRLF, CR) are left to the caller's `splitlines`.
+    """
+    data = Path(split_file).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataLayoutError(f"{split_file}, line {line}: byte {data[err.start]:#04x} is not UTF-8 text; "
+                              f"save the split file as UTF-8") from None
+
+
+def find_image(path: Path) -> Path | None:
+    """`path` if it is a file, else the same path in the other Unicode normal form (NFC/NFD) if that is one.
+
+    Non-ASCII names written on one system (e.g. NFD on macOS) then match a split file written on another.
+    """
+    if path.is_file():
+        return path
+    text = str(path)
+    for form in ("NFC", "NFD"):
+        other = Path(unicodedata.normalize(form, text))
+        if str(other) != text and other.is_file():
+            return other
+    return None
 
 
 def check_label(label: int, num_classes: int, where: str, layout: str) -> None:
