@@ -48,6 +48,7 @@ from vapt import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
 from vapt.data.cache import cached_run_loaders
+from vapt.data.check import run_data_warnings
 from vapt.errors import CheckpointError, ConfigError, load_failure
 from vapt.io import check_writable_dir, save_torch_atomic
 from vapt.models.backbones import TEST_BACKBONES
@@ -302,6 +303,9 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
     eval_sets = {s: build_dataset(spec, config.data_root, s, config.image_size, resize=config.resize,
                                   decode=config.decode)
                  for s in config.eval_splits}
+    patch = int(model.backbone.patch_embed.patch_size[0])
+    for warning in run_data_warnings(train_set, eval_sets, config.train_split, patch):
+        print(f"warning: {warning}", file=sys.stderr)
     model.to(device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
