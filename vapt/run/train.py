@@ -49,7 +49,7 @@ from vapt.config import METHODS
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
 from vapt.data.cache import cached_run_loaders
 from vapt.data.check import run_data_warnings
-from vapt.errors import CheckpointError, ConfigError, load_failure
+from vapt.errors import CheckpointError, ConfigError, OutputError, load_failure, write_failure
 from vapt.io import check_writable_dir, save_torch_atomic
 from vapt.models.backbones import TEST_BACKBONES
 from vapt.run.config import (
@@ -256,6 +256,12 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
         return RunRecord(run_id=run_id(config), config=config.to_dict(), status=RUNNING)
     try:
         return _train_locked(config, directory, stop_after, restart_unreadable)
+    except OSError as err:
+        failure = write_failure(err, "run output")
+        if failure is None:
+            raise
+        raise OutputError(f"{failure}; files written before are intact: free space (or choose another --out) and "
+                          f"run the same command to resume") from None
     finally:
         lock.release()
 
@@ -385,7 +391,11 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
         print(f"failed {record.run_id}: {err}")
         return finish(FAILED, error=str(err), failure=NON_FINITE)
     except Exception as err:
-        finish(FAILED, error=f"{type(err).__name__}: {err}", failure="exception")
+        try:
+            finish(FAILED, error=f"{type(err).__name__}: {err}", failure="exception")
+        except OSError as record_err:  # a full or read-only disk takes no record either; the first error says why
+            if write_failure(record_err) is None:
+                raise
         raise
     last = record.epochs[-1]
     record.final = {split: last[f"{split}_top1"] for split in config.eval_splits}
