@@ -248,10 +248,13 @@ def run_data_warnings(train_set: Any, eval_sets: dict[str, Any], train_split: st
     modes: Counter = Counter()
     small = []
     for path, _ in samples:
-        with Image.open(path) as image:  # the header only
-            modes[image.mode] += 1
-            if min(image.size) < patch_size:
-                small.append(f"{Path(path).name} ({image.width}x{image.height})")
+        try:
+            with Image.open(path) as image:  # the header only
+                modes[image.mode] += 1
+                if min(image.size) < patch_size:
+                    small.append(f"{Path(path).name} ({image.width}x{image.height})")
+        except Exception:  # unreadable: the run stops where it reads the image, with an error naming it
+            continue
     report = {"present": True, "smaller_than_patch": len(small), "patch_size": patch_size,
               "image_modes": dict(modes), "examples": {"smaller_than_patch": small[:EXAMPLES]}}
     warnings = split_warnings("custom", {train_split: report})
