@@ -26,3 +26,25 @@ def matmul_bound(a: torch.Tensor, b: torch.Tensor, extra_terms: int = 0) -> torc
 def elementwise_atol(magnitude: float, operations: int) -> float:
     """Bound on the error of `operations` successive float32 roundings of values up to `magnitude`."""
     return gamma(operations) * magnitude
+
+
+# Two float32 evaluations of the same function that differ only in summation order (batching, window
+# packing, kernel choice) each carry a rounding error of the same order; MARGIN times the error one of them
+# is measured to carry, against the same computation in float64, bounds their difference with room for the
+# spread between orders, and stays orders of magnitude below what a real difference (a wrong mask, a
+# leaked sample) produces.
+MARGIN = 8
+
+
+def float32_error(result32: torch.Tensor, result64: torch.Tensor) -> float:
+    """The largest rounding error of a float32 result, measured against the same computation in float64."""
+    return float((result32.double() - result64).abs().max())
+
+
+def assert_equal_up_to_rounding(actual: torch.Tensor, expected32: torch.Tensor, expected64: torch.Tensor) -> None:
+    """`actual` equals the float32 `expected32` up to MARGIN times the rounding error `expected32` carries."""
+    error = float32_error(expected32, expected64)
+    scale = float(expected64.abs().max())
+    atol = MARGIN * error + elementwise_atol(scale, 1)
+    assert atol < 1e-3 * scale, "the float32 rounding is too large for a meaningful comparison"
+    torch.testing.assert_close(actual, expected32, rtol=0, atol=atol)
