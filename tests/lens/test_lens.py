@@ -54,18 +54,27 @@ def reference_gate_mass(model, images: torch.Tensor, prefix: int, prompts: int) 
     rows = []
     for layer, (block, x) in enumerate(zip(blocks_of(model), attention_inputs(model, images), strict=True)):
         attention = reference_attention(block, x)
+        n = attention.shape[-1]
+        # float32 attention rows carry at most p_i (2 e + gamma(n + 4)) each (attention_rounding_bound), so a
+        # mass (a float32 sum of them, averaged in float64) at most 2 e + gamma(n + 4) + gamma(n), e the largest
+        # logit error; the effective prompt count exp(H) moves by at most exp(H) (H + 1) times the relative
+        # error of the normalised per-prompt masses, twice that of each
+        relative = 2 * (attention_rounding_bound(block, x, attention) / attention).amax(dim=(0, 2, 3))
         for kind, queries in (("cls", slice(0, 1)), ("patch", slice(prefix + prompts, None))):
             chosen = attention[:, :, queries]
             for head in range(attention.shape[1]):
                 a = chosen[:, head]
+                mass_atol = float(relative[head]) / 2 + gamma(n)
                 per_prompt = a[..., prefix:prefix + prompts].mean(dim=(0, 1))
                 p = per_prompt / per_prompt.sum() if prompts else per_prompt
                 effective = float(torch.exp(-(p * p.log()).sum())) if prompts else 0.0
+                entropy = math.log(effective) if prompts else 0.0
                 rows.append({"layer": layer, "head": head, "query": kind,
                              "prompt_mass": float(a[..., prefix:prefix + prompts].sum(-1).mean()),
                              "prefix_mass": float(a[..., :prefix].sum(-1).mean()),
                              "patch_mass": float(a[..., prefix + prompts:].sum(-1).mean()),
-                             "effective_prompts": effective})
+                             "effective_prompts": effective, "mass_atol": mass_atol,
+                             "effective_atol": effective * (entropy + 1) * float(relative[head])})
     return pd.DataFrame(rows)
 
 
@@ -74,8 +83,10 @@ def assert_matches_reference(measured: pd.DataFrame, reference: pd.DataFrame) ->
     assert len(measured) == len(reference)
     pd.testing.assert_frame_equal(measured[["layer", "head", "query"]], reference[["layer", "head", "query"]],
                                   check_dtype=False)
-    for column in [*MASSES, "effective_prompts"]:
-        np.testing.assert_allclose(measured[column], reference[column], atol=1e-5, rtol=0, err_msg=column)
+    assert (reference["mass_atol"] < 0.01).all() and (reference["effective_atol"] < 0.05).all()  # meaningful
+    for column, atol in [*((m, "mass_atol") for m in MASSES), ("effective_prompts", "effective_atol")]:
+        difference = (measured[column] - reference[column]).abs()
+        assert (difference <= reference[atol]).all(), (column, float((difference - reference[atol]).max()))
 
 
 def test_reference_attention_is_what_timm_computes(images):
