@@ -301,7 +301,7 @@ def compare_manifests(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]
             continue
         for split in sorted(set(a["splits"]) | set(b["splits"])):
             x, y = a["splits"].get(split, {}), b["splits"].get(split, {})
-            for key in ("present", "images", "sha256", "classes", "image_sizes", "images_sha256"):
+            for key in ("present", "images", "sha256", "classes", "image_sizes", "image_modes", "images_sha256"):
                 if key in x and key in y and x[key] != y[key]:
                     differences.append(
                         f"{name} {split}: {key} differs (ours {_short(x[key])}, theirs {_short(y[key])})")
