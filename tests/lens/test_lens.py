@@ -12,8 +12,9 @@ import torch
 import vapt
 from tests.float_bounds import gamma, matmul_bound
 from tests.lens.conftest import NUM_TOKENS, prompted, randomise_token_projectors, sharpen, tiny_vit
+from vapt.config import prompted_methods
 from vapt.errors import ConfigError
-from vapt.models.swin import create_swin_model
+from vapt.models.factory import create_model
 from vapt.models.vit import PromptedViT
 from vapt.report import lens
 
@@ -138,7 +139,7 @@ def attention_rounding_bound(block, x: torch.Tensor, probabilities: torch.Tensor
     return probabilities * (2 * largest + gamma(n + 4))
 
 
-@pytest.mark.parametrize("method", ["vpt_shallow", "vpt_deep", "vapt"])
+@pytest.mark.parametrize("method", prompted_methods())
 def test_gate_mass_equals_the_explicit_softmax_reference(method, images):
     model = prompted(method)
     if method == "vapt":
@@ -262,7 +263,7 @@ def test_wrong_image_size_names_the_expected_size():
 
 
 def test_swin_and_other_models_are_refused(images):
-    swin = create_swin_model("swin_test", "vpt_deep", 3, num_tokens=2)
+    swin = create_model("swin_test", "vpt_deep", 3, num_tokens=2)
     with pytest.raises(ConfigError, match="Swin"):
         vapt.gate_mass(swin, images)
     with pytest.raises(ConfigError, match="Swin"):

@@ -34,7 +34,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from vapt import DOCS_HELP
+from vapt.cli import DOCS_HELP
 from vapt.data.fgvc import FGVC_DATASETS, FGVC_SPLITS, find_in_image_folders
 from vapt.data.images import find_image, read_split_text, to_rgb
 from vapt.data.vtab import VTAB_SPLITS, VTAB_TASKS, split_lines
