@@ -19,10 +19,12 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from theory.experiment import MAX_NFEV, N_STARTS, limit_blas_threads, make_config
+from theory.config import _family_list, _int_at_least, _Parser
+from theory.experiment import MAX_NFEV, N_STARTS, make_config
 from theory.fit import TOLERANCE, derive_seed, fit_least_squares, initial_points
-from theory.models import MixingMeasure, default_truth, sample_data
-from theory.sample_efficiency import _family_list, _int_at_least, _Parser
+from theory.models import MixingMeasure, sample_data
+from theory.threads import limit_blas_threads
+from theory.truths import default_truth
 from theory.voronoi import voronoi_d1
 
 #: Relative objective gap within which two solvers count as reaching the same fit.

@@ -30,9 +30,9 @@ def plot_sample_efficiency(fits: pd.DataFrame, summary: pd.DataFrame, path: str 
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    from theory.models import FAMILY_NAMES, OPTIONAL_FAMILY_NAMES
+    from theory.families import family_names
 
-    order = {name: i for i, name in enumerate(FAMILY_NAMES + OPTIONAL_FAMILY_NAMES)}
+    order = {name: i for i, name in enumerate(family_names(optional=True))}
     present = fits.loc[fits["regime"] != "misspecified", "family"].unique()
     panels = [("family", f) for f in sorted(present, key=lambda f: order.get(f, len(order)))]
     if (fits["regime"] == "misspecified").any():

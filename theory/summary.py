@@ -1,0 +1,189 @@
+"""The summary of a run: slopes, verdicts, separation and claims per row, the degenerate table, sample complexity.
+
+``python -m theory.summary FITS.csv [--n-min N] [--out DIR]`` summarises the fits of an earlier run again
+(for example with another n_min) without refitting.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from theory.experiment import SOURCE
+from theory.families import REGIME_METRICS, family_names
+from theory.rates import (
+    MEDIAN_GAP,
+    RateEstimate,
+    estimate_rate,
+    prediction_of,
+    sample_complexity,
+    separates,
+    verdict,
+)
+
+#: The leading columns of summary.csv (the others follow).
+SUMMARY_COLUMNS = [
+    "family",
+    "regime",
+    "metric",
+    "kind",
+    "slope",
+    "median_slope",
+    "ci_low",
+    "ci_high",
+    "predicted",
+    "verdict",
+    "degenerate_share",
+    "boundary_share",
+    "separates",
+    "claim",
+]
+#: Rows of atom losses (not L2) where more than this share of fits has an escaped atom are "reported":
+#: a mean-log slope of losses dominated by escaped atoms is no summary of the estimator.
+ESCAPE_DOMINATED = 0.1
+#: Losses measured on the atoms (escaped atoms dominate them); L2 is measured on the regression function.
+ATOM_METRICS = frozenset({"D1", "D2", "param_err", "expert_sup", "W1", "mass_err", "max_pair_err"})
+
+
+def _flag_share(group: pd.DataFrame, column: str) -> float:
+    if column not in group:
+        return float("nan")
+    values = group[column].dropna()
+    return float(values.astype(bool).mean()) if len(values) else float("nan")
+
+
+def degenerate_table(fits: pd.DataFrame) -> pd.DataFrame:
+    """Share of degenerate (and, in the local experiment, resolved) fits per (family, regime, atoms, n)."""
+    keys = ["family", "regime", "fitted_atoms", "n"]
+    rows = []
+    for (family, regime, L, n), group in fits.groupby(keys, sort=True):
+        if "degenerate" not in group or group["degenerate"].isna().all():
+            continue
+        rows.append(
+            {
+                "family": family,
+                "regime": regime,
+                "fitted_atoms": int(L),
+                "n": int(n),
+                "fits": len(group),
+                "degenerate_share": _flag_share(group, "degenerate"),
+                "resolved_share": _flag_share(group, "resolved") if regime == "local" else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=keys[:3] + ["n", "fits", "degenerate_share", "resolved_share"])
+
+
+def reading(family: str, regime: str, metric: str, verdict_text: str, separated: object, competitor: float) -> str:
+    """What the row shows about the competing rates, in words (empty for rows without a competitor)."""
+    if not math.isfinite(competitor) or separated is None:
+        return ""
+    if regime == "local" and metric == "W1":
+        if verdict_text == "consistent" and separated:
+            return "slow rate shown"
+        if not separated:
+            return "not separated from -1/2: pre-asymptotic at these n"
+        return f"{verdict_text} with -1/4 and separated from -1/2"
+    return f"{'separated from' if separated else 'not separated from'} {competitor:+.2f}"
+
+
+def summarize(fits: pd.DataFrame, n_boot: int = 2000, seed: int = 0, n_min: int = 0) -> pd.DataFrame:
+    """One row per (configuration, metric): kind, slope, CI, prediction, verdict, separation and claim.
+
+    Slopes use the fits with n >= ``n_min`` (smaller n are pre-asymptotic); shares (degenerate, boundary,
+    escaped, failed) are taken over the same fits.
+    """
+    rows = []
+    keys = ["truth", "family", "regime", "fitted_atoms"]
+    used = fits[fits["n"] >= n_min] if len(fits) else fits
+    for (truth, family, regime, L), group in used.groupby(keys, sort=False):
+        failed = int(group["failed"].sum())
+        failed_share = failed / len(group)
+        ns = group["n"].to_numpy()
+        l2 = estimate_rate(ns, group["L2"].to_numpy(), n_boot=n_boot, seed=seed)
+        plateau = prediction_of(truth, regime, "L2", fitted_family=family).slope == 0.0
+        degenerate = _flag_share(group, "degenerate") if regime != "misspecified" else float("nan")
+        boundary = _flag_share(group, "boundary")
+        escaped_share = _flag_share(group, "escaped")
+        resolved = _flag_share(group, "resolved") if regime == "local" else float("nan")
+        for metric in REGIME_METRICS[regime]:
+            if metric not in group:
+                continue
+            rate = l2 if metric == "L2" else estimate_rate(ns, group[metric].to_numpy(), n_boot=n_boot, seed=seed)
+            pred = prediction_of(truth, regime, metric, fitted_family=family)
+            text = verdict(rate, pred.slope, None if plateau else l2.slope, kind=pred.kind, log_factor=pred.log_factor,
+                           failed_share=failed_share)
+            if metric in ATOM_METRICS and escaped_share > ESCAPE_DOMINATED and text != "fit failed":
+                text = "reported"
+            sep = separates(rate, pred.competitor)
+            separated = None if math.isnan(sep) else bool(sep)
+            rows.append(
+                {
+                    "family": family,
+                    "regime": regime,
+                    "metric": metric,
+                    "kind": pred.kind,
+                    "slope": rate.slope,
+                    "median_slope": rate.slope_median,
+                    "ci_low": rate.ci_low,
+                    "ci_high": rate.ci_high,
+                    "predicted": pred.slope,
+                    "verdict": text,
+                    "degenerate_share": degenerate,
+                    "boundary_share": boundary,
+                    "separates": separated,
+                    "claim": pred.claim,
+                    "reading": reading(family, regime, metric, text, separated, pred.competitor),
+                    "competitor": pred.competitor,
+                    "escaped_share": escaped_share,
+                    "log_factor": pred.log_factor,
+                    "median_differs": bool(abs(rate.slope - rate.slope_median) > MEDIAN_GAP),
+                    "resolved_share": resolved,
+                    "fitted_atoms": int(L),
+                    "truth": truth,
+                    "truth_name": str(group["truth_name"].iloc[0]) if "truth_name" in group else "default",
+                    "n_min": int(ns.min()),
+                    "n_levels": rate.n_levels,
+                    "r2": rate.r2,
+                    "slope_nlogn": rate.slope_nlogn,
+                    "ci_low_nlogn": rate.ci_low_nlogn,
+                    "ci_high_nlogn": rate.ci_high_nlogn,
+                    "slope_median": rate.slope_median,
+                    "intercept": rate.intercept,
+                    "n_fits": len(group),
+                    "n_failed": failed,
+                    "n_dropped": rate.n_dropped,
+                    "source": SOURCE,
+                }
+            )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    table = table[SUMMARY_COLUMNS + [c for c in table.columns if c not in SUMMARY_COLUMNS]]
+    rank = {name: i for i, name in enumerate(family_names(optional=True))}
+    regime_rank = {"exact": 0, "over": 1, "local": 2, "misspecified": 3}
+    table["_order"] = [
+        (regime_rank.get(r, 4) >= 2, regime_rank.get(r, 4) if regime_rank.get(r, 4) >= 2 else 0, rank.get(f, len(rank)),
+         regime_rank.get(r, 4), L)
+        for f, r, L in zip(table["family"], table["regime"], table["fitted_atoms"], strict=False)
+    ]
+    return table.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def sample_complexity_table(summary: pd.DataFrame, targets: dict[str, float]) -> pd.DataFrame:
+    """n needed to reach each target loss, read off the fitted lines (inf where a plateau is predicted)."""
+    rows = []
+    for _, r in summary[summary["metric"].isin(list(targets))].iterrows():
+        rate = RateEstimate(r.slope, r.intercept, r.ci_low, r.ci_high, r.r2, r.slope_nlogn, r.slope_median, 0, 0, 0)
+        plateau = r.predicted == 0.0
+        rows.append(
+            {
+                "family": r.family,
+                "regime": r.regime,
+                "fitted_atoms": r.fitted_atoms,
+                "metric": r.metric,
+                "target": targets[r.metric],
+                "n_needed": float("inf") if plateau else sample_complexity(rate, targets[r.metric]),
+            }
+        )
+    return pd.DataFrame(rows)
