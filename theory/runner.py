@@ -70,9 +70,12 @@ class CheckpointWriteError(OSError):
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
     """Cancel queued fits and end the workers now (the fits they were running are not recorded)."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    for process in processes:
         process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=10)
 
 
 def make_pool(jobs: int) -> ProcessPoolExecutor:
