@@ -22,7 +22,7 @@ import scipy.linalg
 
 from theory.config import _family_list, _int_at_least, _Parser
 from theory.experiment import MAX_NFEV, N_STARTS, make_config
-from theory.fit import DEFAULT_THETA_BOUND, TOLERANCE, derive_seed, fit_least_squares, initial_points
+from theory.fit import DEFAULT_THETA_BOUND, SOLVERS, TOLERANCE, derive_seed, fit_least_squares, initial_points
 from theory.models import MixingMeasure, sample_data
 from theory.threads import limit_blas_threads
 from theory.truths import default_truth
@@ -54,7 +54,7 @@ def compare_solvers(family: str, regime: str, n: int, n_fits: int, seed: int = 0
     cfg, model, problems = _problems(family, regime, n, n_fits, seed)
     row = {"family": family, "regime": regime, "n": n, "fits": n_fits}
     costs = {}
-    for solver in ("lm", "trf"):
+    for solver in SOLVERS:
         wall, cpu = time.perf_counter(), time.process_time()
         results = [
             fit_least_squares(
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--families", type=_family_list, default=["vpt", "vapt", "vapt_linear"])
     p.add_argument("--regime", choices=("exact", "over"), default=None, help="default: exact (over with --bounds)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--method", choices=("trf", "lm"), default=None, help="ignored: both solvers are timed")
+    p.add_argument("--method", choices=SOLVERS, default=None, help="ignored: both solvers are timed")
     args = p.parse_args(argv)
     limit_blas_threads()
     if args.bounds:

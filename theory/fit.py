@@ -262,7 +262,7 @@ def levenberg_marquardt(
 #: bounds itself) or ``smooth`` (z = centre + half-width * tanh(u), an unconstrained fit in u).
 BOUND_MODES: tuple[str, ...] = ("project", "smooth")
 #: Solver names accepted by :func:`fit_least_squares` (``trf`` is an alias of ``scipy_trf``).
-METHODS: tuple[str, ...] = ("lm", "trf", "scipy_trf", "scipy_lm")
+METHODS: tuple[str, ...] = (*SOLVERS, "scipy_trf", "scipy_lm")
 
 
 def on_boundary(z: np.ndarray, lower: np.ndarray | None, upper: np.ndarray | None, rtol: float = 1e-6) -> np.ndarray:

@@ -197,6 +197,29 @@ def sample_complexity_table(summary: pd.DataFrame, targets: dict[str, float]) ->
     return pd.DataFrame(rows)
 
 
+def comparison_table(before: pd.DataFrame, after: pd.DataFrame) -> str:
+    """A markdown table of two summaries row by row: slope [CI] and verdict of each, and the slope's change."""
+    keys = ["family", "fitted_atoms", "regime", "metric"]
+    merged = before.merge(after.assign(_pos=range(len(after))), on=keys, how="outer", suffixes=("_before", "_after"))
+    merged = merged.sort_values("_pos", kind="stable", na_position="last")
+    lines = ["| family | L | regime | metric | before: slope [95% CI] | verdict | after: slope [95% CI] | verdict | "
+             "change |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(r, side):
+        slope = r[f"slope_{side}"]
+        if not isinstance(slope, float) or math.isnan(slope):
+            return "-", str(r.get(f"verdict_{side}", "-"))
+        return f"{slope:+.2f} [{r[f'ci_low_{side}']:+.2f}, {r[f'ci_high_{side}']:+.2f}]", str(r[f"verdict_{side}"])
+
+    for _, r in merged.iterrows():
+        b, bv = cell(r, "before")
+        a, av = cell(r, "after")
+        change = r["slope_after"] - r["slope_before"]
+        lines.append(f"| {r.family} | {int(r.fitted_atoms)} | {r.regime} | {r.metric} | {b} | {bv} | {a} | {av} | "
+                     f"{'-' if math.isnan(change) else f'{change:+.2f}'} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Summarise a run's fits.csv again (e.g. with another n_min); print the table, write the outputs with --out."""
     from theory.config import DEFAULT_N_MIN, TARGETS, _int_in, _Parser
@@ -212,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=_int_in("seed"), default=0, help="the run's base seed (default 0)")
     p.add_argument("--out", default=None, help="write summary.csv, sample_complexity.csv, degenerate.csv and "
                    "sample_efficiency.png there (as a set); default: print only")
+    p.add_argument("--compare", default=None, metavar="SUMMARY_CSV",
+                   help="also print a markdown table of another run's summary.csv beside this one, row by row")
     args = p.parse_args(argv)
     try:
         fits = pd.read_csv(args.fits)
@@ -227,6 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     complexity = sample_complexity_table(summary, TARGETS)
     degenerate = degenerate_table(fits)
     print_report(summary, fits, complexity, degenerate, TARGETS)
+    if args.compare is not None:
+        try:
+            other = pd.read_csv(args.compare)
+        except (OSError, ValueError) as err:
+            p.error(f"cannot read --compare {args.compare}: {err}")
+        print(comparison_table(other, summary))
     if args.out is not None:
         from theory.figures import plot_sample_efficiency
 

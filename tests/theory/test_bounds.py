@@ -81,7 +81,10 @@ def test_summary_command_resummarises_a_run(tmp_path, capsys):
     again = tmp_path / "again"
     assert main([str(out / "fits.csv"), "--n-min", "300", "--bootstrap", "100", "--out", str(again)]) == 0
     pd.testing.assert_frame_equal(first, pd.read_csv(again / "summary.csv"))
-    assert main([str(out / "fits.csv"), "--n-min", "600", "--bootstrap", "100"]) == 0
-    assert "vpt" in capsys.readouterr().out
+    capsys.readouterr()
+    assert main([str(out / "fits.csv"), "--n-min", "600", "--bootstrap", "100", "--compare",
+                 str(out / "summary.csv")]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| vpt | 2 | exact | D1 |")]
+    assert len(table) == 1 and table[0].count("|") == 10
     with pytest.raises(SystemExit):
         main([str(out / "fits.csv"), "--n-min", "1200"])
