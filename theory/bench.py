@@ -216,6 +216,38 @@ def compare_bounds(family: str, ns: Sequence[int], n_fits: int, factor: float = 
     return rows
 
 
+def compare_tolerances(family: str, ns: Sequence[int], n_fits: int, tolerances: Sequence[float],
+                       regime: str = "over") -> list[dict]:
+    """The same fits at each tolerance: CPU-seconds, evaluations, and the largest change of a per-n mean log loss.
+
+    The change is taken against the first tolerance, over every n and every loss of the regime; the method
+    allows a looser tolerance only where it stays below 0.01 (1 %).
+    """
+    import theory.experiment as experiment
+    from theory.families import REGIME_METRICS
+
+    key = "over" if regime == "local" else regime
+    saved = experiment.TOLERANCE[key]
+    rows, base = [], None
+    try:
+        for tol in tolerances:
+            experiment.TOLERANCE[key] = tol
+            tasks = experiment.build_tasks([family], [regime], ns, n_fits, expressiveness=False)
+            cpu = time.process_time()
+            fits = pd.DataFrame([experiment.run_task(t) for t in tasks])
+            cpu = time.process_time() - cpu
+            logs = {m: np.log(fits[m]).groupby(fits["n"]).mean() for m in REGIME_METRICS[regime] if m in fits}
+            base = base or logs
+            change = {m: float((logs[m] - base[m]).abs().max()) for m in logs}
+            worst = max(change, key=change.get)
+            rows.append({"family": family, "tolerance": tol, "cpu_s": cpu, "nfev_per_fit": fits["nfev"].mean(),
+                         "converged": fits["converged"].mean(), "max_mean_log_change": change[worst],
+                         "worst_metric": worst})
+    finally:
+        experiment.TOLERANCE[key] = saved
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print fits per second and objective agreement of lm and trf, then the cost of one iteration by part."""
     p = _Parser(prog="python -m theory.bench", description="lm (normal equations) vs scipy trf on the same fits.")
@@ -228,8 +260,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--regime", choices=("exact", "over"), default=None, help="default: exact (over with --bounds)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--method", choices=SOLVERS, default=None, help="ignored: both solvers are timed")
+    p.add_argument("--tolerances", default=None,
+                   help="comma-separated tolerances: the same fits at each (default regime over, n 1000,10000,100000)")
     args = p.parse_args(argv)
     limit_blas_threads()
+    if args.tolerances:
+        try:
+            tols = [float(t) for t in args.tolerances.split(",")]
+        except ValueError:
+            p.error(f"--tolerances: expected comma-separated numbers in (0, 1), got {args.tolerances!r}")
+        if not all(0 < t < 1 for t in tols):
+            p.error(f"--tolerances: expected comma-separated numbers in (0, 1), got {args.tolerances!r}")
+        ns = args.n or [1000, 10000, 100000]
+        rows = [r for f in args.families for r in compare_tolerances(f, ns, args.fits, tols, args.regime or "over")]
+        print(f"== The same fits at each tolerance: n = {ns}, {args.fits} replicates each ==")
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        return 0
     if args.bounds:
         args.regime = args.regime or "over"
         print("== Bounded parameter space: the same over-specified fits unbounded, projected LM, smooth tanh ==")
