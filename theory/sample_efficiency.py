@@ -133,8 +133,12 @@ def run(cfg: RunConfig) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse and validate the options, then run; return the exit code (2 for bad input, 130/143 when stopped)."""
+def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> int:
+    """Parse and validate the options, then run; return the exit code (2 for bad input, 130/143 when stopped).
+
+    ``restore_signals``: put the previous SIGINT/SIGTERM handlers back afterwards (in-process callers). The
+    command itself keeps ignoring them after a stop, so a second Ctrl-C while it exits changes nothing.
+    """
     args = build_parser().parse_args(argv)
     try:
         cfg = resolve(args)
@@ -147,9 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(cfg)
     finally:
-        for sig, handler in previous.items():
+        for sig, handler in (previous.items() if restore_signals else ()):
             signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(restore_signals=False))
