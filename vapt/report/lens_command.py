@@ -27,7 +27,7 @@ from vapt import DOCS_HELP
 from vapt.errors import ConfigError, DataLayoutError
 from vapt.models.backbones import is_swin_backbone
 from vapt.report.figures import DataSource, save_figure, set_style
-from vapt.report.lens import gate_mass, lens_layout, num_prompt_tokens, prompt_dependence
+from vapt.report.lens import DEPENDENCE_COLUMNS, gate_mass, lens_layout, num_prompt_tokens, prompt_dependence
 from vapt.report.paper import method_label
 from vapt.report.runs import best_runs, load_run_model, read_run
 from vapt.run.record import RunRecord
@@ -117,7 +117,7 @@ def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLi
         if prompts:
             gates = gates.merge(prompt_dependence(model, inputs, batch_size=batch_size), on="layer", how="left")
         else:
-            gates = gates.assign(dependence=np.nan, value_dependence=np.nan)
+            gates = gates.assign(**{c: np.nan for c in DEPENDENCE_COLUMNS if c != "layer"})
         config = record.config
         run_columns = {"run": label, "method": config["method"], "backbone": config["backbone"],
                        "data": config["data"], "split": split, "images": len(inputs), "num_prompts": prompts,
@@ -163,7 +163,7 @@ def lens_source(run_dirs: Sequence[str | os.PathLike], note: str | None = None) 
 
 def dependence_rows(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, layer) with the dependence columns (the lens table repeats them per head)."""
-    columns = [c for c in RUN_COLUMNS if c in table] + ["layer", "dependence", "value_dependence"]
+    columns = [c for c in RUN_COLUMNS if c in table] + list(DEPENDENCE_COLUMNS)
     return table.drop_duplicates(["run", "layer"])[columns]
 
 
@@ -228,9 +228,11 @@ def main(argv: list[str] | None = None) -> int:
                                   args.device, args.batch_size)
     for run, part in table.groupby("run", sort=False):
         patch = part[part["query"] == "patch"]
-        mean_dependence = part.drop_duplicates("layer")["dependence"].mean()
+        layers = part.drop_duplicates("layer")
+        distinct = " / ".join(f"{v:.2f}" for v in layers["distinct_prompts"])
         print(f"{run}: prompt mass (patch queries) {patch['prompt_mass'].mean():.4f} mean, "
-              f"{patch['prompt_mass'].max():.4f} max; input dependence {mean_dependence:.4g} mean over layers")
+              f"{patch['prompt_mass'].max():.4f} max; input dependence {layers['dependence'].mean():.4g} mean "
+              f"over layers; distinct prompts per layer {distinct} of {part['num_prompts'].iloc[0]}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
