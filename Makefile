@@ -1,11 +1,11 @@
-# Quick start: `make demo` runs the main job on CPU defaults; `make test` runs the test suite.
-# Both create .venv and install the project into it on first use.
+# Quick start: `make demo` runs the main job on CPU defaults; `make test` runs the test suite; `make lab` opens
+# the notebooks in JupyterLab. Each creates .venv and installs the project into it on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint smoke figures clean
+.PHONY: install demo test lint lab smoke figures clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check vapt theory tests notebooks
+
+# JupyterLab in the project's environment, opened on notebooks/ (extra options: make lab LAB_ARGS="--no-browser").
+LAB_ARGS ?=
+lab: $(STAMP)
+	$(PY) -m jupyterlab --notebook-dir=notebooks $(LAB_ARGS)
 
 # Every paper experiment at toy scale on CPU, cached by code version (the stand-ins `make figures` may use).
 smoke: $(STAMP)
