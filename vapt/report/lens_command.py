@@ -207,23 +207,74 @@ def lens_from_runs(run_dirs: Sequence[str | os.PathLike], data_root: str | os.Pa
     return table, write_lens(table, out, note, source or lens_source(run_dirs, note))
 
 
+SMOKE_BEGIN = "<!-- smoke-lens: python -m vapt lens --smoke -->"
+SMOKE_END = "<!-- /smoke-lens -->"
+
+
+def smoke_summary(cache: str | os.PathLike | None = None, images: int = 256) -> str:
+    """The lens of the T1 smoke runs (VPT-shallow, VPT-deep, VAPT) as the Markdown quoted in the docs.
+
+    The runs are made or reused by `vapt.paper.smoke` (`cache`: its cache folder), as notebook 09 does in
+    smoke mode; the images are the task's test split, measured on the CPU with one thread.
+    """
+    from vapt.paper import catalog, smoke
+
+    runs = smoke.main_results(cache, methods=catalog.LENS_METHODS)
+    smoke.use_threads()
+    found = find_lens_runs(runs, catalog.LENS_METHODS)
+    if len(found) != 1:
+        raise ConfigError(f"expected the smoke runs of one task under {runs}, found {sorted(found) or 'none'}")
+    (folders,) = found.values()
+    table = lens_table(folders, None, "test", images, device="cpu")
+    records = [read_run(folder) for folder in folders]
+    prompts = int(table["num_prompts"].iloc[0])
+    layout = lens_layout(load_run(folders[0])[0])
+    keys = layout.num_prefix_tokens + prompts + layout.num_patches
+    scores = ", ".join(f"{method_label(r.config['method'])} {r.final['test']:.1f}" for r in records)
+    lines = [
+        f"SMOKE: tiny `vit_test` pre-trained on digits 0-5, adapted to digits 6-9 (T1 smoke runs, {prompts} prompts); "
+        f"lens on the {int(table['images'].iloc[0])} test images; test top-1 {scores}. A uniform gate gives "
+        f"{prompts}/{keys} = {prompts / keys:.3f} of the mass to the prompts.",
+        "",
+        "| method | layer | prompt mass (patch queries, mean over heads) | dependence | value dependence | "
+        "distinct prompts | prompt spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    patch = table[table["query"] == "patch"]
+    for (run, layer), rows in patch.groupby(["run", "layer"], sort=False):
+        first = rows.iloc[0]
+        lines.append(f"| {run} | {layer} | {rows['prompt_mass'].mean():.3f} | {first['dependence']:.4f} | "
+                     f"{first['value_dependence']:.4f} | {first['distinct_prompts']:.3f} | "
+                     f"{first['prompt_spread']:.1e} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt lens --run RUN_DIR [...] --out DIR`: measure runs, write CSV and figures."""
     parser = argparse.ArgumentParser(prog="python -m vapt lens", epilog=DOCS_HELP,
                                      description=__doc__.split("\n\n")[0] + " The lens is described in docs/lens.md.")
-    parser.add_argument("--run", dest="runs", action="append", required=True, metavar="RUN_DIR",
+    parser.add_argument("--run", dest="runs", action="append", metavar="RUN_DIR",
                         help="a finished run folder (result.json + trainable.pt); repeat to compare runs")
     parser.add_argument("--data-root", default=None,
                         help="holds vtab-1k/<task>/ and FGVC <dataset>/ (default: each run's recorded data root)")
     parser.add_argument("--split", default="test", help="dataset split the images come from (default: test)")
     parser.add_argument("--images", type=int, default=256, help="images per run (default: 256)")
-    parser.add_argument("--out", required=True, help="output folder for lens.csv and the figures")
+    parser.add_argument("--out", help="output folder for lens.csv and the figures")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--note", default=None,
                         help="a line printed under every figure, marking data that is not the paper's (e.g. a "
                         "smoke label); the figures then name no paper dataset")
+    parser.add_argument("--smoke", action="store_true",
+                        help="print the lens of the T1 smoke runs (made or reused, as `python -m vapt smoke main`) "
+                        "as the Markdown table the docs quote")
+    parser.add_argument("--cache", default=None, help="with --smoke: the smoke cache folder")
     args = parser.parse_args(argv)
+    if args.smoke:
+        print(f"{SMOKE_BEGIN}\n{smoke_summary(args.cache)}\n{SMOKE_END}")
+        return 0
+    if not args.runs or not args.out:
+        parser.error("--run and --out are required (or --smoke)")
     table, paths = lens_from_runs(args.runs, args.data_root, args.out, args.split, args.images, args.note,
                                   args.device, args.batch_size)
     for run, part in table.groupby("run", sort=False):
@@ -239,5 +290,5 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "dependence_rows", "describe_source", "find_lens_runs", "lens_from_runs", "lens_source",
-    "lens_table", "load_run", "main", "run_images", "write_lens",
+    "lens_table", "load_run", "main", "run_images", "smoke_summary", "write_lens",
 ]
