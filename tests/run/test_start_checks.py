@@ -56,13 +56,16 @@ def test_sweep_checks_method_backbone_and_options_before_anything(
     assert not out.exists()  # no --out folder, no run folder, no .lock
 
 
-def test_sweep_checks_the_data_root_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_sweep_checks_the_data_root_before_launching(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "runs"
-    assert vapt_main(_sweep(tmp_path / "no-data", out, "--dry-run")) == 2
-    _one_error(capsys.readouterr().err, str(tmp_path / "no-data"))
-    assert not out.exists()
+    assert vapt_main(_sweep(tmp_path / "no-data", out)) == 2
+    captured = capsys.readouterr()
+    _one_error(captured.err, str(tmp_path / "no-data"))
+    assert "submitted" not in captured.out
+    assert list(out.iterdir()) == []  # --out was checked by writing into it; no run folder, no job folder
 
 
+@pytest.mark.slow
 def test_sweep_typo_through_the_command_line_exits_2(data_root: Path, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "vapt", *_sweep(data_root, tmp_path / "runs", "--dry-run",
                                                                   method="vpt_depp")],

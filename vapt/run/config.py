@@ -160,7 +160,8 @@ def check_startable(config: TrainConfig, data: bool = False) -> None:
     """Check what a run needs before anything is built, launched or written: ConfigError / WeightsError otherwise.
 
     The method and its options (`--method`, `--num-tokens`, `--set`), the backbone name, a `--weights` file
-    and, with `data`, the dataset's folder under the data root (`DataLayoutError`).
+    and, with `data`, the dataset's folder under the data root (`DataLayoutError`; only runs that still
+    have to train need it).
     """
     from vapt.config import method_config
     from vapt.models.backbones import backbone_spec, check_weights_file

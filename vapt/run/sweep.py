@@ -181,6 +181,8 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
     print(f"{len(unique) - len(todo) - len(live)} of {len(unique)} run(s) already done{elsewhere}; "
           f"running {len(todo)}")
     if todo:
+        for config in {(c.data, c.data_root): c for c in todo}.values():  # before any job is launched
+            check_startable(config, data=True)
         launcher.run(todo)
     wait_for_live(live)
     records, unfinished = {}, []
@@ -270,16 +272,16 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Run the protocol for every task; returns (and writes) one selection record per task.
 
-    `dry_run` only lists the first stage's runs (done or to do) and returns an empty list. Everything the
-    runs need (method, options, backbone, weights file, grid, seeds, each dataset's folder) is checked before
-    anything is listed, written or launched.
+    `dry_run` only lists the first stage's runs (done or to do) and returns an empty list. Method, options,
+    backbone, weights file, grid and seeds are checked before anything is listed, written or launched; the
+    dataset folders of the runs still to train are checked before they are launched.
     """
     if not seeds:
         raise ConfigError("at least one seed is needed for the final runs")
     plans = {task: TaskPlan.for_task(base, task) for task in expand_tasks(tasks)}
     grids = {t: parse_grid(grid, base.method, parse_data(t, base.num_classes).benchmark) for t in plans}
     for plan in plans.values():
-        check_startable(plan.grid_config(1.0, 0.0, grid_seed), data=True)
+        check_startable(plan.grid_config(1.0, 0.0, grid_seed))
     if not dry_run:
         check_writable_dir(base.out, "--out folder")
     launcher = launcher or Launcher(folder=str(Path(base.out) / ".submitit"))
