@@ -269,7 +269,7 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
         message = out_of_memory_message(err, config.batch_size, config.num_tokens, config.image_size,
                                         where="while building the run")
         _record_failure(config, directory / RECORD_NAME, message)
-        raise OutOfMemory(f"{run_id(config)}: {message}") from None
+        raise OutOfMemory(f"{run_id(config)}: {message}; recorded as failed in {directory / RECORD_NAME}") from None
     finally:
         remove_if_unused(directory, created)
         lock.release()
@@ -355,7 +355,8 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
         start_epoch, elapsed_before = checkpoint["epoch"], checkpoint["wall_time_s"]
         record.epochs = json.loads(checkpoint["epochs"])
         print(f"resuming {record.run_id} after epoch {start_epoch}")
-        stopping.update(f"epoch {start_epoch} of {record.run_id} is checkpointed in {checkpoint_path}")
+        stopping.update(f"epoch {start_epoch} of {config.epochs} of {record.run_id} is checkpointed in "
+                        f"{checkpoint_path}")
     else:
         print(f"run {record.run_id} on {device}")
     started = time.perf_counter()
