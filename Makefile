@@ -1,11 +1,12 @@
-# Quick start: `make demo` runs the main job on CPU defaults; `make test` runs the test suite; `make lab` opens
-# the notebooks in JupyterLab. Each creates .venv and installs the project into it on first use.
+# Quick start: `make demo` runs the main job on CPU defaults; `make test` runs the whole test suite and
+# `make test-fast` the fast lane (every package, without the tests marked slow or slurm); `make lab` opens the
+# notebooks in JupyterLab. Each creates .venv and installs the project into it on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint lab smoke figures clean
+.PHONY: install demo test test-fast lint lab smoke figures clean
 
 install: $(STAMP)
 
@@ -22,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not slurm"
 
 lint: $(STAMP)
 	$(PY) -m ruff check vapt theory tests notebooks

@@ -16,9 +16,9 @@
 #
 # From `python -m vapt bench` (one worker process per method; FLOPs by
 # `torch.utils.flop_counter`). The paper reports VAPT at about +0.6 % FLOPs over VPT-deep (secondary
-# source). Below, the trainable-parameter counts of ViT-B/16 are checked against the formula in docs/method.md
-# (VAPT: 2638 N_p + 29228; VPT-deep: 9216 N_p, heads excluded). `MODE = "smoke"` benchmarks the tiny
-# ViT on this CPU.
+# source). Below, the prompt parameters of ViT-B/16 are counted for every registered prompted method
+# (heads excluded; `per_prompt` is the count added by each prompt, to read beside docs/method.md's table).
+# `MODE = "smoke"` benchmarks the tiny ViT on this CPU.
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, minutes) or "full" (reads BENCH)
@@ -30,6 +30,7 @@ import torch
 from IPython.display import Image, display
 
 import vapt
+from vapt.config import prompted_methods
 from vapt.paper import catalog
 from vapt.report import figures, paper
 
@@ -44,7 +45,8 @@ display(Image(filename=str(figures.save_figure(fig, setup.out, "efficiency")[0])
 
 # %%
 with torch.device("meta"):
-    counts = {(m, n): vapt.count_parameters(vapt.create_model("vit_b16_in21k", m, 100, num_tokens=n))["prompt"]
-              for m in ("vpt_deep", "vapt") for n in (10, 50, 100)}
-pd.DataFrame([{"method": m, "Np": n, "prompt params": c, "formula": 9216 * n if m == "vpt_deep" else 2638 * n + 29228}
-              for (m, n), c in counts.items()])
+    counts = [{"method": m, "Np": n, "prompt params": vapt.count_parameters(
+                   vapt.create_model("vit_b16_in21k", m, 100, num_tokens=n))["prompt"]}
+              for m in prompted_methods() for n in (10, 50, 100)]
+counts = pd.DataFrame(counts)
+counts.assign(per_prompt=counts.groupby("method")["prompt params"].diff() / counts.groupby("method")["Np"].diff())

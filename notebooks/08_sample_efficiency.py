@@ -28,25 +28,20 @@ THEORY = "../figures/theory_full"  # the committed full run, or the --out folder
 FIGURES = "../figures"  # where the figure is written in full mode
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 from IPython.display import Image, display
 
-from vapt import figures, smoke
+from vapt.paper import catalog
+from vapt.report import figures
 
 # %%
-if MODE == "full":
-    print("\n".join(figures.reproduce_commands("TH")))
-    theory, out, note = Path(THEORY), FIGURES, None
-else:
-    theory, out, note = smoke.theory_quick(), smoke.cache_dir() / "figures", smoke.THEORY_LABEL
-summary = pd.read_csv(theory / "summary.csv")
+setup = catalog.prepare("TH", MODE, runs=THEORY, out=FIGURES)
+summary = pd.read_csv(setup.path / "summary.csv")
 columns = ["family", "fitted_atoms", "regime", "metric", "kind", "slope", "median_slope", "ci_low", "ci_high",
            "predicted", "verdict", "degenerate_share"]
 summary[[c for c in columns if c in summary.columns]]  # runs written before kinds existed lack some columns
 
 # %%
-paths = figures.theory_figure(summary, out, note=note)
-if paths:
-    display(Image(filename=str(paths[0])))
+figure = figures.theory_figure(summary, source=setup.source if setup.mode == "smoke" else None)
+paths = figures.save_figure(figure, setup.out, "theory")
+display(Image(filename=str(paths[0])))

@@ -50,10 +50,10 @@ from vapt.report.figures import save_figure
 setup = catalog.prepare("lens", MODE, runs=RUNS, data_root=DATA_ROOT, out=FIGURES)
 if setup.mode == "full":
     data_root = DATA_ROOT
-    found = lens_command.find_lens_runs(setup.path, catalog.LENS_METHODS, tasks=TASKS, backbone=BACKBONE)
+    found = lens_command.find_lens_runs(setup.path, tasks=TASKS, backbone=BACKBONE)
 else:  # the smoke runs read the data root they were trained on
     data_root = None
-    found = lens_command.find_lens_runs(setup.path, catalog.LENS_METHODS)
+    found = lens_command.find_lens_runs(setup.path)
 for data, folders in found.items():
     flags = " ".join(f"--run {folder}" for folder in folders)
     root = f" --data-root {data_root}" if data_root else ""

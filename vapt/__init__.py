@@ -6,37 +6,22 @@ without torch.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-# the line every command's --help ends with
-DOCS_HELP = "Documentation: docs/method.md (the method and its options), docs/protocol.md (the paper's protocol)."
-
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Every command's --help: the description as written, and each option's default unless its help names it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        shown = action.option_strings and action.nargs != 0 and action.default not in (None, [], (), argparse.SUPPRESS)
-        if not shown or "default" in text.lower():
-            return text
-        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
-
-
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("BACKBONES", "BackboneSpec", "backbone_spec", "create_backbone"), "vapt.models.backbones"),
-    **dict.fromkeys(("METHODS", "FullConfig", "LinearConfig", "MethodConfig", "MethodSpec", "VAPTConfig",
-                     "VPTConfig", "method_config", "register_method"), "vapt.config"),
+    **dict.fromkeys(("METHODS", "MethodConfig", "MethodSpec", "method_config", "register_method"), "vapt.config"),
+    **dict.fromkeys(("FullConfig", "LinearConfig"), "vapt.methods.baselines"),
+    "VPTConfig": "vapt.methods.vpt",
+    "VAPTConfig": "vapt.methods.vapt",
     **dict.fromkeys(("ConfigError", "DataLayoutError", "VaptError", "WeightsError"), "vapt.errors"),
     **dict.fromkeys(("PromptedModel", "count_parameters"), "vapt.models.prompted"),
     **dict.fromkeys(("create_model", "wrap"), "vapt.models.factory"),
     "PromptedViT": "vapt.models.vit",
-    **dict.fromkeys(("SWIN_BACKBONES", "PromptedSwin", "create_swin_model"), "vapt.models.swin"),
+    "PromptedSwin": "vapt.models.swin",
     **dict.fromkeys(("RunRecord", "RecordError"), "vapt.run.record"),
     "TrainConfig": "vapt.run.config",
     **dict.fromkeys(("gate_mass", "prompt_dependence"), "vapt.report.lens"),

@@ -1,155 +1,58 @@
-"""Method configurations (frozen dataclasses) and `METHODS`, the one registry of methods.
+"""`METHODS`, the one registry of methods, and the validation and (de)serialisation of method configs.
 
-A method is a config class plus one `MethodSpec` registration: its name, the config class and the
-defaults the name implies, the prompt generator that realises it (None when nothing is prompted),
-its label and colour in tables and figures, and whether it trains the backbone. Every other
-module asks the registry instead of listing method names.
+A method is a module that defines its config (a frozen dataclass with a `name` property), its prompt
+generator (None when nothing is prompted) and one `register_method(MethodSpec(...))` call; the built-in
+methods live in `vapt.methods` and are registered when this module is imported. Every other module asks
+the registry instead of listing method names (docs/method.md, "Adding a method").
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from vapt.errors import ConfigError
 
-ACTIVATIONS = ("relu", "gelu", "sigmoid", "softmax", "identity")
 
-
-@dataclass(frozen=True)
-class LinearConfig:
-    """Linear probing: frozen backbone, new linear head."""
+class MethodConfig(Protocol):
+    """What every method config is: a frozen dataclass whose `name` is its registered method."""
 
     @property
-    def name(self) -> str:
-        return "linear"
-
-
-@dataclass(frozen=True)
-class FullConfig:
-    """Full fine-tuning: every backbone parameter and the head are trained."""
-
-    @property
-    def name(self) -> str:
-        return "full"
-
-
-@dataclass(frozen=True)
-class VPTConfig:
-    """Visual Prompt Tuning (Jia et al. 2022): learnable prompt tokens after the prefix tokens."""
-
-    num_tokens: int = 10
-    deep: bool = True
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check_positive_int("num_tokens", self.num_tokens)
-        _check_probability("dropout", self.dropout)
-
-    @property
-    def name(self) -> str:
-        return "vpt_deep" if self.deep else "vpt_shallow"
-
-    def for_stage(self, offset: int, depth: int) -> VPTConfig | None:
-        """The config of a stage of `depth` blocks starting at block `offset` (shallow: first stage only)."""
-        return self if self.deep or offset == 0 else None
-
-
-@dataclass(frozen=True)
-class VAPTConfig:
-    """Visual Adaptive Prompt Tuning; defaults reproduce the authors' implementation (docs/method.md)."""
-
-    num_tokens: int = 10
-    kernel_size: int = 2
-    padding: int = 0
-    conv: bool = True
-    shared_kernel: bool = True
-    projector: bool = True
-    shared_projector: bool = True
-    projector_dim: int = 8
-    activation: str = "relu"
-    residual_projector: bool = True
-    projector_bias: bool = False
-    learnable_scale: bool = False
-    token_projector_bias: bool = True
-    pre_norm: bool = True
-    static_depth: int = 1
-    prompt_dropout: float = 0.1
-    channel_dropout: float = 0.1
-    projector_dropout: float = 0.1
-    recompute: bool = False
-
-    def __post_init__(self) -> None:
-        _check_positive_int("num_tokens", self.num_tokens)
-        _check_positive_int("kernel_size", self.kernel_size)
-        _check_positive_int("projector_dim", self.projector_dim)
-        if not isinstance(self.padding, int) or self.padding < 0:
-            raise ConfigError(f"VAPTConfig.padding must be an integer >= 0, got {self.padding!r}")
-        if not isinstance(self.static_depth, int) or self.static_depth < 0:
-            raise ConfigError(f"VAPTConfig.static_depth must be an integer >= 0, got {self.static_depth!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"VAPTConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
-            )
-        for name in ("prompt_dropout", "channel_dropout", "projector_dropout"):
-            _check_probability(name, getattr(self, name))
-
-    @property
-    def name(self) -> str:
-        return "vapt"
-
-    def for_stage(self, offset: int, depth: int) -> VAPTConfig:
-        """The config of a stage of `depth` blocks starting at block `offset`: its share of `static_depth`."""
-        return dataclasses.replace(self, static_depth=min(max(self.static_depth - offset, 0), depth))
-
-    @classmethod
-    def paper_form(cls, **overrides: Any) -> VAPTConfig:
-        """The paper's equations: g(u) = W2 act(W1 u), no bias in the token projector, every block adaptive."""
-        base = dict(
-            residual_projector=False,
-            token_projector_bias=False,
-            pre_norm=False,
-            static_depth=0,
-            channel_dropout=0.0,
-            prompt_dropout=0.0,
-            projector_dropout=0.0,
-        )
-        base.update(overrides)
-        return cls(**base)
-
-
-MethodConfig = LinearConfig | FullConfig | VPTConfig | VAPTConfig
+    def name(self) -> str: ...
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One registered method: config class and defaults, prompt generator, label, colour."""
+    """One registered method: config class and defaults, prompt generator, label, colour, report knowledge.
+
+    `generator` is the prompt generator class (with a `for_blocks` constructor; see `vapt.models.prompts`),
+    None when nothing is prompted. `ablations` names the config options varied by ablation runs: a run of
+    this method belongs to the main tables only when each of them has its default value.
+    """
 
     name: str
     config_class: type
     label: str
     colour: str
-    generator: str | None = None  # "module:Class" of the prompt generator, imported when a model is built
+    generator: type | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     trains_backbone: bool = False
+    ablations: tuple[str, ...] = ()
 
     @property
     def prompted(self) -> bool:
         """Whether the method adds prompt tokens (and so takes `num_tokens`)."""
         return self.generator is not None
 
-    def generator_class(self) -> type | None:
-        """The prompt generator class (with a `for_blocks` constructor), or None."""
-        if self.generator is None:
-            return None
-        module, _, name = self.generator.partition(":")
-        return getattr(importlib.import_module(module), name)
-
     def options(self) -> set[str]:
         """The option names a user may set for this method."""
         return {f.name for f in dataclasses.fields(self.config_class)} - set(self.defaults)
+
+    def default_options(self) -> dict[str, Any]:
+        """The default value of each ablation option (the main setting of this method)."""
+        default = self.config_class(**self.defaults)
+        return {name: getattr(default, name) for name in self.ablations}
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -163,16 +66,9 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-for _spec in (
-    MethodSpec("linear", LinearConfig, "Linear", "#8c8c8c"),
-    MethodSpec("full", FullConfig, "Full", "#4c4c4c", trains_backbone=True),
-    MethodSpec("vpt_shallow", VPTConfig, "VPT-Shallow", "#8fb8de", "vapt.models.prompts:VPTPromptGenerator",
-               {"deep": False}),
-    MethodSpec("vpt_deep", VPTConfig, "VPT-Deep", "#1f77b4", "vapt.models.prompts:VPTPromptGenerator",
-               {"deep": True}),
-    MethodSpec("vapt", VAPTConfig, "VAPT", "#d62728", "vapt.models.prompts:AdaptivePromptGenerator"),
-):
-    register_method(_spec)
+def prompted_methods() -> tuple[str, ...]:
+    """Names of the registered methods that add prompts, in registration order."""
+    return tuple(name for name, spec in METHODS.items() if spec.prompted)
 
 
 def method_config(method: str | MethodConfig, **overrides: Any) -> MethodConfig:
@@ -225,29 +121,17 @@ def config_from_yaml(text: str) -> MethodConfig:
     return config_from_dict(data)
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_probability(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"{name} must be a probability in [0, 1), got {value!r}")
-
+import vapt.methods  # noqa: E402,F401  (registers the built-in methods)
 
 __all__ = [
-    "ACTIVATIONS",
     "METHODS",
-    "FullConfig",
-    "LinearConfig",
     "MethodConfig",
     "MethodSpec",
-    "VAPTConfig",
-    "VPTConfig",
     "config_from_dict",
     "config_from_yaml",
     "config_to_dict",
     "config_to_yaml",
     "method_config",
+    "prompted_methods",
     "register_method",
 ]

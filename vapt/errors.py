@@ -1,4 +1,9 @@
-"""Errors raised for bad user input: each message names the file, field or value and what was expected."""
+"""Errors raised for bad user input (each message names the file, field or value and what was expected),
+and the checks of values every module shares."""
+
+from __future__ import annotations
+
+from typing import Any
 
 
 class VaptError(Exception):
@@ -34,3 +39,19 @@ def load_failure(err: BaseException) -> str:
     else:
         text = " ".join(text.split())
     return f"{type(err).__name__}: {text[:200]}"
+
+
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
+    """`value` when it is an integer >= 1 (not a bool; or None if `allow_none`), else a ConfigError naming `name`."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def check_probability(name: str, value: Any) -> float:
+    """`value` when it is a number in [0, 1), else a ConfigError naming `name`."""
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"{name} must be a probability in [0, 1), got {value!r}")
+    return value

@@ -35,6 +35,7 @@ def test_fixture_splits_are_disjoint(fixture_root: Path) -> None:
     assert not pixels["train800"] & pixels["test"] and not pixels["val200"] & pixels["test"]
 
 
+@pytest.mark.slow
 def test_fixtures_cli(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "vapt", "fixtures", "--out", str(tmp_path), "--tasks", "vtab1k/kitti"],

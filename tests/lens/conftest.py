@@ -1,4 +1,4 @@
-"""Tiny prompted ViTs for the MoE lens tests; every test runs on one PyTorch CPU thread."""
+"""Tiny prompted ViTs for the MoE lens tests."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from tests.torch_threads import one_cpu_thread  # noqa: F401  (an autouse fixture, registered by import)
-from vapt.config import method_config
+from vapt.config import METHODS, method_config
 from vapt.models.vit import PromptedViT
 
 NUM_TOKENS = 3
@@ -34,7 +33,7 @@ def sharpen(vit: VisionTransformer, seed: int = 0) -> VisionTransformer:
 def prompted(method: str, seed: int = 0, **vit_overrides) -> PromptedViT:
     """A tiny PromptedViT of `method` (prompts: NUM_TOKENS) on a sharpened random backbone, in eval mode."""
     torch.manual_seed(seed)
-    options = {} if method in ("linear", "full") else {"num_tokens": NUM_TOKENS}
+    options = {"num_tokens": NUM_TOKENS} if METHODS[method].prompted else {}
     return PromptedViT(sharpen(tiny_vit(**vit_overrides), seed), method_config(method, **options), 5).eval()
 
 

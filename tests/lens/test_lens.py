@@ -11,8 +11,9 @@ import torch
 
 import vapt
 from tests.lens.conftest import NUM_TOKENS, prompted, randomise_token_projectors, sharpen, tiny_vit
+from vapt.config import prompted_methods
 from vapt.errors import ConfigError
-from vapt.models.swin import create_swin_model
+from vapt.models.factory import create_model
 from vapt.models.vit import PromptedViT
 from vapt.report import lens
 
@@ -90,10 +91,12 @@ def test_reference_attention_is_what_timm_computes(images):
     for handle in handles:
         handle.remove()
     for block, x, timm_attention in zip(blocks_of(model), inputs, probabilities, strict=True):
-        torch.testing.assert_close(reference_attention(block, x).float(), timm_attention, atol=1e-6, rtol=1e-5)
+        # float32 attention of the sharpened (large-logit) weights differs from the reference by up to 2.0e-5
+        # relative (measured on one CPU thread: 5.5e-6 on a probability of 0.28), so rtol is 1e-4, not 1e-5
+        torch.testing.assert_close(reference_attention(block, x).float(), timm_attention, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["vpt_shallow", "vpt_deep", "vapt"])
+@pytest.mark.parametrize("method", prompted_methods())
 def test_gate_mass_equals_the_explicit_softmax_reference(method, images):
     model = prompted(method)
     if method == "vapt":
@@ -214,7 +217,7 @@ def test_wrong_image_size_names_the_expected_size():
 
 
 def test_swin_and_other_models_are_refused(images):
-    swin = create_swin_model("swin_test", "vpt_deep", 3, num_tokens=2)
+    swin = create_model("swin_test", "vpt_deep", 3, num_tokens=2)
     with pytest.raises(ConfigError, match="Swin"):
         vapt.gate_mass(swin, images)
     with pytest.raises(ConfigError, match="Swin"):

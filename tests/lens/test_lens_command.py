@@ -19,13 +19,17 @@ import torch
 
 import vapt
 from vapt.__main__ import main as vapt_main
+from vapt.cli import DOCS_HELP
+from vapt.config import prompted_methods
 from vapt.data.fixtures import write_fixtures
 from vapt.report.lens_command import load_run, run_images
 from vapt.run.config import TrainConfig, run_dir
 from vapt.run.train import train
 
 REPO = Path(__file__).parents[2]
-METHODS = ("vpt_shallow", "vpt_deep", "vapt")
+METHODS = prompted_methods()
+# every test but the help check reads the module's trained runs (one per prompted method), minutes on a CPU
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, P
                              out=str(root / "runs"), lr=5.0, wd=0.001, epochs=1, batch_size=20, num_tokens=3,
                              num_classes=None, device="cpu", num_workers=0)
         record = train(config)
-        assert record["status"] == "finished"
+        assert record.status == "finished"
         runs[method] = run_dir(config)
     torch.set_num_threads(previous)
     return root / "data", runs
@@ -98,15 +102,15 @@ def test_a_rebuilt_run_reproduces_its_recorded_accuracy(trained):
         model, record = load_run(runs[method])
         dataset = build_dataset(parse_data("vtab1k/cifar"), data_root, "val200", image_size=32)
         accuracy = evaluate(model, DataLoader(dataset, batch_size=20), torch.device("cpu"))
-        assert accuracy == record["final"]["val200"]
-        torch.manual_seed(record["config"]["seed"])  # how `train` draws a backbone that has no weights file
+        assert accuracy == record.final["val200"]
+        torch.manual_seed(record.config["seed"])  # how `train` draws a backbone that has no weights file
         trained_backbone = vapt.create_model("vit_test", method, 100, num_tokens=3).backbone.state_dict()
         for name, tensor in model.backbone.state_dict().items():
             assert torch.equal(tensor, trained_backbone[name]), name
 
 
 def test_grad_cam_and_the_lens_rebuild_the_same_model_without_touching_the_random_state(trained):
-    from vapt.report.gradcam import load_run_model
+    from vapt.report.runs import load_run_model
 
     _, runs = trained
     for method in METHODS:
@@ -155,7 +159,7 @@ def test_help_ends_with_the_documentation_line(capsys):
     with pytest.raises(SystemExit):
         vapt_main(["lens", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert out.endswith(vapt.DOCS_HELP) and "docs/lens.md" in out
+    assert out.endswith(DOCS_HELP) and "docs/lens.md" in out
 
 
 def test_a_run_without_prompts_gets_zero_prompt_mass_and_no_dependence(trained, tmp_path):

@@ -1,4 +1,4 @@
-"""Tiny timm Vision Transformers and checkpoint writers for the model tests; one PyTorch CPU thread each."""
+"""Tiny timm Vision Transformers and checkpoint writers for the model tests."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
-
-from tests.torch_threads import one_cpu_thread  # noqa: F401  (an autouse fixture, registered by import)
 
 
 def tiny_vit(**overrides) -> VisionTransformer:

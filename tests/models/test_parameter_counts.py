@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 import vapt
-from vapt.config import VAPTConfig, VPTConfig
+from vapt.methods.vapt import VAPTConfig
+from vapt.methods.vpt import VPTConfig
 from vapt.models.vit import PromptedViT
 
 
@@ -37,6 +38,7 @@ def vit_b16():
     return backbone
 
 
+@pytest.mark.slow  # ViT-B/16-sized models
 @pytest.mark.parametrize("num_tokens, expected", [(10, 55_608), (50, 161_128), (100, 293_028)])
 def test_vapt_vit_b16_matches_the_papers_count(vit_b16, num_tokens, expected):
     model = PromptedViT(vit_b16, VAPTConfig(num_tokens=num_tokens), num_classes=100)
@@ -47,6 +49,7 @@ def test_vapt_vit_b16_matches_the_papers_count(vit_b16, num_tokens, expected):
     assert counts["trainable"] == counts["prompt"] + counts["head"]
 
 
+@pytest.mark.slow  # ViT-B/16-sized models
 @pytest.mark.parametrize("num_tokens", [1, 10, 50])
 def test_vpt_vit_b16_counts(vit_b16, num_tokens):
     deep = vapt.count_parameters(PromptedViT(vit_b16, VPTConfig(num_tokens=num_tokens, deep=True), 10))
@@ -55,6 +58,7 @@ def test_vpt_vit_b16_counts(vit_b16, num_tokens):
     assert shallow["prompt"] == 768 * num_tokens
 
 
+@pytest.mark.slow  # ViT-B/16-sized models
 def test_linear_and_full_counts(vit_b16):
     linear = vapt.count_parameters(PromptedViT(vit_b16, vapt.LinearConfig(), 10))
     assert linear["prompt"] == 0 and linear["trainable"] == 7690
@@ -91,6 +95,7 @@ def test_each_ablation_switch_changes_the_count_as_specified(tiny_vit, name):
     assert vapt.count_parameters(model)["prompt"] == expected_vapt_prompt_params(4, 32, (8, 8), cfg)
 
 
+@pytest.mark.slow  # ViT-B/16-sized models
 def test_ablation_deltas_on_vit_b16(vit_b16):
     base = VAPTConfig(num_tokens=10)
 
@@ -105,6 +110,7 @@ def test_ablation_deltas_on_vit_b16(vit_b16):
     assert prompt_count(dataclasses.replace(base, kernel_size=3)) - reference == 11 * ((144 - 169) * 10 + 5)
 
 
+@pytest.mark.slow  # ViT-B/16-sized models
 @pytest.mark.parametrize("method", ["linear", "vpt_deep", "vapt"])
 def test_mae_fc_norm_is_frozen_and_not_counted_as_tuned(method):
     import torch

@@ -8,10 +8,13 @@ import pytest
 import torch
 
 import vapt
-from vapt.config import LinearConfig, VAPTConfig, VPTConfig, method_config
+from vapt.config import method_config, prompted_methods
+from vapt.methods.baselines import LinearConfig
+from vapt.methods.vapt import VAPTConfig
+from vapt.methods.vpt import VPTConfig
 from vapt.models.vit import PromptedViT
 
-PROMPT_METHODS = ("vpt_shallow", "vpt_deep", "vapt")
+PROMPT_METHODS = prompted_methods()
 
 
 def wrap(vit, method, num_classes=5, **overrides):

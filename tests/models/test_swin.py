@@ -7,15 +7,10 @@ import timm
 import torch
 from timm.models.swin_transformer import SwinTransformer
 
-from vapt import ConfigError, WeightsError, count_parameters, method_config
-from vapt.models.swin import (
-    SWIN_BACKBONES,
-    PromptedSwin,
-    create_swin_backbone,
-    create_swin_model,
-    is_swin_backbone,
-    prompted_block,
-)
+from vapt import ConfigError, WeightsError, count_parameters, create_model, method_config
+from vapt.config import prompted_methods
+from vapt.models.backbones import BACKBONES, create_backbone, is_swin_backbone
+from vapt.models.swin import PromptedSwin, prompted_block
 
 TINY = dict(img_size=32, patch_size=2, embed_dim=16, depths=(2, 2), num_heads=(2, 4), mlp_ratio=2.0)
 
@@ -116,7 +111,7 @@ def test_prompted_block_matches_per_window_reference(block_index):
     torch.testing.assert_close(got_prompts, want_prompts, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["vpt_shallow", "vpt_deep", "vapt"])
+@pytest.mark.parametrize("method", prompted_methods())
 def test_changing_one_sample_leaves_the_others_unchanged(method):
     model = PromptedSwin(tiny_swin(), method_config(method, num_tokens=3), 4)
     randomize(model.prompt)
@@ -146,7 +141,7 @@ def expected_prompt_parameters(method: str, num_tokens: int, kernel: int = 2, hi
     return total
 
 
-@pytest.mark.parametrize("method", ["linear", "vpt_shallow", "vpt_deep", "vapt"])
+@pytest.mark.parametrize("method", ["linear", *prompted_methods()])
 @pytest.mark.parametrize("num_tokens", [1, 5])
 def test_parameter_counts_follow_the_architecture(method, num_tokens):
     extra = {} if method == "linear" else {"num_tokens": num_tokens}
@@ -164,7 +159,7 @@ def test_swin_b_deep_prompt_count():
     assert count_parameters(model)["prompt"] == 10 * (2 * 128 + 2 * 256 + 18 * 512 + 2 * 1024)
 
 
-@pytest.mark.parametrize("method", ["vpt_shallow", "vpt_deep", "vapt"])
+@pytest.mark.parametrize("method", prompted_methods())
 def test_gradients_reach_every_prompt_parameter(method):
     model = PromptedSwin(tiny_swin(), method_config(method, num_tokens=3), 4)
     randomize(model.prompt, std=0.1)
@@ -180,7 +175,7 @@ def test_gradients_reach_every_prompt_parameter(method):
 
 @pytest.mark.parametrize("method", ["vpt_deep", "vapt", "linear"])
 def test_backbone_frozen_and_in_eval_mode_after_train(method):
-    model = create_swin_model("swin_test", method, 3).train()
+    model = create_model("swin_test", method, 3).train()
     assert all(not p.requires_grad for p in model.backbone.parameters())
     assert all(not m.training for m in model.backbone.modules())
     assert model.head.training
@@ -191,16 +186,16 @@ def test_backbone_frozen_and_in_eval_mode_after_train(method):
 
 
 def test_full_fine_tuning_trains_the_backbone():
-    model = create_swin_model("swin_test", "full", 3).train()
+    model = create_model("swin_test", "full", 3).train()
     assert all(p.requires_grad for p in model.backbone.parameters())
     assert model.backbone.training and model.prompt is None
 
 
 def test_trainable_state_round_trip(tmp_path):
-    model = create_swin_model("swin_test", "vapt", 3, num_tokens=2)
+    model = create_model("swin_test", "vapt", 3, num_tokens=2)
     randomize(model.prompt)
     model.save_trainable(tmp_path / "vapt.pt")
-    other = create_swin_model("swin_test", "vapt", 3, num_tokens=2)
+    other = create_model("swin_test", "vapt", 3, num_tokens=2)
     other.backbone.load_state_dict(model.backbone.state_dict())
     other.load_trainable(tmp_path / "vapt.pt")
     images = torch.randn(2, 3, 32, 32)
@@ -210,29 +205,27 @@ def test_trainable_state_round_trip(tmp_path):
 
 
 def test_local_weights_file_is_loaded(tmp_path):
-    source, _ = create_swin_backbone("swin_test")
+    source, _ = create_backbone("swin_test")
     torch.save({"model": source.state_dict()}, tmp_path / "swin_test.pth")
-    loaded, _ = create_swin_backbone("swin_test", weights=tmp_path / "swin_test.pth")
+    loaded, _ = create_backbone("swin_test", weights=tmp_path / "swin_test.pth")
     for key, value in source.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
     with pytest.raises(WeightsError, match="missing.pth"):
-        create_swin_backbone("swin_test", weights=tmp_path / "missing.pth")
+        create_backbone("swin_test", weights=tmp_path / "missing.pth")
     (tmp_path / "swin_test.npz").write_bytes(b"")
     with pytest.raises(WeightsError, match="unknown format"):
-        create_swin_backbone("swin_test", weights=tmp_path / "swin_test.npz")
+        create_backbone("swin_test", weights=tmp_path / "swin_test.npz")
     with pytest.raises(WeightsError, match="no weights on the timm hub"):
-        create_swin_backbone("swin_test", pretrained=True)
+        create_backbone("swin_test", pretrained=True)
 
 
 def test_backbone_names_and_errors():
-    assert SWIN_BACKBONES["swin_b_in22k"].timm_name == "swin_base_patch4_window7_224.ms_in22k"
+    assert BACKBONES["swin_b_in22k"].timm_name == "swin_base_patch4_window7_224.ms_in22k"
     assert is_swin_backbone("swin_b_in22k") and is_swin_backbone("swin_tiny_patch4_window7_224.ms_in1k")
     assert not is_swin_backbone("vit_base_patch16_224") and not is_swin_backbone("vit_test")
-    with pytest.raises(ConfigError, match="vit_base_patch16_224"):
-        create_swin_model("vit_base_patch16_224", "vpt_deep", 3)
     with pytest.raises(ConfigError, match="num_classes"):
-        create_swin_model("swin_test", "vpt_deep", 0)
+        create_model("swin_test", "vpt_deep", 0)
     with pytest.raises(ConfigError, match="static_depth=9"):
-        create_swin_model("swin_test", "vapt", 3, static_depth=9)
+        create_model("swin_test", "vapt", 3, static_depth=9)
     with pytest.raises(ConfigError, match="SwinTransformer"):
         PromptedSwin(torch.nn.Linear(2, 2), method_config("vpt_deep"), 3)

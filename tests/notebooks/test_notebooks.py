@@ -61,6 +61,7 @@ def test_notebooks_are_paired_with_scripts_and_stored_without_outputs():
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_notebook_runs_in_smoke_mode(name, smoke_cache, record_property):
     notebook, seconds = run_notebook(name)
     executed[name] = notebook
@@ -80,6 +81,7 @@ def _markdown_table(text: str) -> tuple[list[str], dict[tuple[str, str], list[st
     return header, {(row[0], row[1]): row for row in rows}
 
 
+@pytest.mark.slow
 def test_main_results_notebook_shows_table_1_in_the_papers_format(smoke_cache):
     notebook = executed.get("01_main_results") or run_notebook("01_main_results")[0]
     tables = [t for t in outputs(notebook, "text/markdown") if "VTAB-1K Natural: CIFAR-100" in t]
@@ -88,17 +90,17 @@ def test_main_results_notebook_shows_table_1_in_the_papers_format(smoke_cache):
     expected = ["method", "source", "Tuned/Total (%)"] + [f"VTAB-1K Natural: {P.TASK_TITLES[t]}" for t in
                                                         P.GROUP_TASKS["natural"]]
     assert header[: len(expected)] == expected
-    assert [key for key in rows if key[1] == "paper"] == [(P.METHOD_LABELS[m], "paper") for m in P.T1_METHODS]
+    assert [key for key in rows if key[1] == "paper"] == [(P.method_label(m), "paper") for m in P.T1_METHODS]
     paper = P.paper_results()
     known = paper[(paper.table == "T1") & (paper.backbone == P.MAIN_BACKBONE) & (paper.metric == "top1")]
     assert len(known) == 120
     for _, value in known.iterrows():
         column = header.index(f"{P.GROUP_TITLES[value.group]}: {P.TASK_TITLES[value.task]}")
-        assert rows[(P.METHOD_LABELS[value.method], "paper")][column] == f"{value.value:.1f}"
+        assert rows[(P.method_label(value.method), "paper")][column] == f"{value.value:.1f}"
     means = paper[(paper.table == "T1") & (paper.metric == "group_mean")]
     for _, value in means.iterrows():
         column = header.index(f"{P.GROUP_TITLES[value.group]}: Mean")
-        assert rows[(P.METHOD_LABELS[value.method], "paper")][column] == f"{value.value:.2f}"
+        assert rows[(P.method_label(value.method), "paper")][column] == f"{value.value:.2f}"
     cifar = header.index("VTAB-1K Natural: CIFAR-100")
     assert rows[("LoRA", "paper")][cifar] == "" and rows[("VAPT", "paper")][cifar] == ""  # not public
     ours = {key: row for key, row in rows.items() if key[1].startswith("ours")}
@@ -121,6 +123,7 @@ def test_figures_smoke_never_trains_and_names_the_smoke_command(tmp_path, capsys
     assert not [p for p in empty.rglob("*") if p.is_file()]  # nothing pre-trained, no runs made
 
 
+@pytest.mark.slow
 def test_figures_command_fills_each_missing_figure_with_its_smoke_stand_in(smoke_cache, tmp_path, capsys):
     from vapt.__main__ import main as vapt_main
     from vapt.paper import draw
@@ -147,6 +150,7 @@ def _result(folder: Path, method: str, value: float) -> None:
     (folder / "result.json").write_text(json.dumps(record))
 
 
+@pytest.mark.slow
 def test_main_results_notebook_in_full_mode_reads_the_runs_and_prints_the_commands(tmp_path):
     _result(tmp_path / "runs" / "vapt", "vapt", 80.31)
     notebook, _ = run_notebook("01_main_results", MODE="full", RUNS=str(tmp_path / "runs"), DATA_ROOT="/data")
@@ -159,6 +163,7 @@ def test_main_results_notebook_in_full_mode_reads_the_runs_and_prints_the_comman
     assert rows[("VAPT", "paper")][header.index("VTAB-1K Natural: Mean")] == "81.43"
 
 
+@pytest.mark.slow
 def test_sample_efficiency_notebook_in_full_mode_shows_the_committed_full_run(tmp_path):
     notebook, _ = run_notebook("08_sample_efficiency", MODE="full", FIGURES=str(tmp_path))
     printed = "".join(outputs(notebook, "stream"))
@@ -169,18 +174,19 @@ def test_sample_efficiency_notebook_in_full_mode_shows_the_committed_full_run(tm
     assert (tmp_path / "theory.png").exists() and (tmp_path / "theory.pdf").exists()
 
 
+@pytest.mark.slow
 def test_moe_lens_notebook_in_full_mode_reads_the_runs_of_the_given_tasks(smoke_cache, tmp_path):
-    from vapt.paper import smoke
+    from vapt.paper import digits, smoke
 
     runs = smoke.main_results(methods=("vpt_shallow", "vpt_deep", "vapt"))
     notebook, _ = run_notebook("09_moe_lens", MODE="full", RUNS=str(runs), DATA_ROOT=str(smoke.transfer_data()),
-                               TASKS=[smoke.TASK], BACKBONE="vit_test", IMAGES=16, FIGURES=str(tmp_path))
+                               TASKS=[digits.TASK], BACKBONE="vit_test", IMAGES=16, FIGURES=str(tmp_path))
     printed = "".join(outputs(notebook, "stream"))
     assert f"python -m vapt lens --run {runs}" in printed and "--images 16" in printed
-    table = (tmp_path / f"vtab1k-{smoke.TASK}" / "lens.csv").read_text().splitlines()
+    table = (tmp_path / f"vtab1k-{digits.TASK}" / "lens.csv").read_text().splitlines()
     assert table[0].startswith("run,method,backbone,data,split,images,num_prompts")
     assert len(table) == 1 + 3 * 4 * 4 * 2  # header + runs x layers x heads x query kinds
-    assert (tmp_path / f"vtab1k-{smoke.TASK}" / "lens_vs_theory.png").exists()
+    assert (tmp_path / f"vtab1k-{digits.TASK}" / "lens_vs_theory.png").exists()
     assert len(outputs(notebook, "image/png")) == 4  # three lens figures and the one beside the theory
 
 

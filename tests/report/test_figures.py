@@ -65,6 +65,7 @@ def test_scale_figure(tmp_path, paper):
     _written(F.scale_figure(tasks, paper), tmp_path, "backbone_scale")
 
 
+@pytest.mark.slow
 def test_ablation_figure_and_its_panels(tmp_path):
     rows = [_row(m, "digits", 60 + n, num_tokens=n) for m in ("vpt_deep", "vapt") for n in (1, 5, 10)]
     rows += [_row("vapt", "digits", 60 + k, kernel_size=k) for k in (3, 4)]
@@ -79,6 +80,7 @@ def test_ablation_figure_and_its_panels(tmp_path):
     _written(F.ablation_figure(tasks), tmp_path, "ablations")
 
 
+@pytest.mark.slow
 def test_efficiency_figure(tmp_path, paper):
     bench = pd.DataFrame(dict(method=["linear", "vpt_deep", "vapt"], step_time_s=[0.1, 0.2, 0.21],
                               eval_images_per_s=[100, 90, 88], peak_memory_mb=[10, 20, 21],

@@ -171,11 +171,11 @@ def test_t1_table_has_the_papers_layout_and_values(synthetic_records, paper):
         "[k]",
     ]
     paper_rows = [m for m, s in t1.index if s == "paper"]
-    assert paper_rows == [P.METHOD_LABELS[m] for m in P.T1_METHODS]
+    assert paper_rows == [P.method_label(m) for m in P.T1_METHODS]
     known = paper[(paper.table == "T1") & (paper.backbone == P.MAIN_BACKBONE) & (paper.metric == "top1")]
     for _, row in known.iterrows():
         column = (P.GROUP_TITLES[row.group], P.TASK_TITLES[row.task])
-        assert t1.loc[(P.METHOD_LABELS[row.method], "paper"), column] == row.value
+        assert t1.loc[(P.method_label(row.method), "paper"), column] == row.value
     assert np.isnan(t1.loc[("LoRA", "paper"), ("VTAB-1K Natural", "CIFAR-100")])
     assert t1.loc[("VAPT", "paper"), ("VTAB-1K Natural", "Mean")] == 81.43
     assert t1.loc[("VAPT", "paper"), ("", "Tuned/Total (%)")] == 0.36

@@ -16,6 +16,8 @@ from vapt.run.config import TrainConfig, run_dir
 from vapt.run.train import train
 
 REPO = Path(__file__).parents[2]
+# each case runs `python -m vapt` in a fresh interpreter (torch and timm imported anew): seconds per case
+pytestmark = pytest.mark.slow
 
 
 def vapt_cli(*args: str) -> subprocess.CompletedProcess:

@@ -8,12 +8,13 @@ import torch
 
 import vapt
 from vapt import ConfigError, count_parameters
-from vapt.models.swin import create_swin_model
+from vapt.models.factory import create_model
 from vapt.run.bench import COLUMNS, BenchSettings, build_model, count_flops, main, measure_method, write_csv
 
-METHODS = ["linear", "full", "vpt_shallow", "vpt_deep", "vapt"]
+METHODS = list(vapt.METHODS)
 
 
+@pytest.mark.slow
 def test_cli_measures_every_method_and_writes_the_csv(tmp_path, capsys):
     out = tmp_path / "bench" / "vit_test.csv"
     argv = ["--backbone", "vit_test", "--methods", ",".join(METHODS), "--batch", "2", "--num-tokens", "3",
@@ -24,7 +25,7 @@ def test_cli_measures_every_method_and_writes_the_csv(tmp_path, capsys):
     assert list(table["method"]) == METHODS
     assert (table[list(COLUMNS[1:])] > 0).all().all()
     for method, trainable in zip(table["method"], table["trainable_params"], strict=True):
-        extra = {"num_tokens": 3} if method.startswith(("vpt", "vapt")) else {}
+        extra = {"num_tokens": 3} if vapt.METHODS[method].prompted else {}
         assert trainable == count_parameters(vapt.create_model("vit_test", method, 10, **extra))["trainable"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["vit_test.csv"]
     printed = capsys.readouterr().out
@@ -48,13 +49,13 @@ def test_flops_count_attention_and_order_the_methods():
 
 def test_swin_is_benchmarked_too():
     images = torch.randn(1, 3, 32, 32)
-    flops = {m: count_flops(create_swin_model("swin_test", m, 10, **({} if m == "linear" else {"num_tokens": 4})),
+    flops = {m: count_flops(create_model("swin_test", m, 10, **({} if m == "linear" else {"num_tokens": 4})),
                             images) for m in ("linear", "vpt_deep", "vapt")}
     assert flops["vapt"] > flops["vpt_deep"] > flops["linear"]
     row = measure_method(BenchSettings(backbone="swin_test", batch=2, num_tokens=4, steps=1, warmup=0), "vapt")
     assert row["image_size"] == 32
     assert all(row[c] > 0 for c in COLUMNS[1:])
-    assert row["trainable_params"] == count_parameters(create_swin_model("swin_test", "vapt", 10, num_tokens=4))[
+    assert row["trainable_params"] == count_parameters(create_model("swin_test", "vapt", 10, num_tokens=4))[
         "trainable"]
 
 

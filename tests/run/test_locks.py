@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from vapt.io import write_json_atomic
 from vapt.run.config import TrainConfig, run_dir, run_id
 from vapt.run.lock import is_live, try_lock
@@ -35,6 +37,7 @@ def _wait_until(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_locked_run_skips_with_a_message(data_root: Path, tmp_path: Path) -> None:
     config = _grid_run(data_root, tmp_path / "runs")
     directory = run_dir(config)
@@ -54,6 +57,7 @@ def test_a_second_process_on_a_locked_run_skips_with_a_message(data_root: Path, 
     assert not (directory / "checkpoint.pt").exists() and not (directory / "result.json").exists()
 
 
+@pytest.mark.slow
 def test_sweep_rerun_waits_for_a_live_run_and_never_trains_it_again(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     grid = _grid_run(data_root, out)
@@ -83,6 +87,7 @@ def test_sweep_rerun_waits_for_a_live_run_and_never_trains_it_again(data_root: P
     assert '"wall_time_s": 123.0' in (directory / "result.json").read_text()
 
 
+@pytest.mark.slow
 def test_killing_a_sweep_stops_its_local_jobs(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     directory = run_dir(_grid_run(data_root, out, epochs=400))

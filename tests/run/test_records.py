@@ -91,7 +91,9 @@ def test_run_record_round_trip_and_the_previous_version(tmp_path: Path) -> None:
     write_json_atomic(path, PREVIOUS_VERSION_RECORD)
     record = RunRecord.read(path)
     assert record.finished and record.is_done and record.score("val200") == 20.0 and record.schema == SCHEMA_VERSION
-    assert record["final"] == {"val200": 20.0} and "error" not in record and record.get("error") is None
+    assert record.final == {"val200": 20.0} and record.error is None and "error" not in record.to_dict()
+    with pytest.raises(TypeError):
+        record["final"]  # records are read through their fields, not by key
     assert (record.config["resize"], record.config["precision"]) == ("pil", "bf16")  # how those runs were made
     record.write(path)
     legacy_config = {**PREVIOUS_VERSION_RECORD["config"], "resize": "pil", "precision": "bf16"}

@@ -14,7 +14,8 @@ import vapt.run.sweep
 from vapt.__main__ import main as vapt_main
 from vapt.io import write_json_atomic
 from vapt.run.config import TrainConfig, run_dir, run_id
-from vapt.run.sweep import Launcher, SweepError, TaskPlan, parse_grid, select_best, sweep
+from vapt.run.record import RunRecord
+from vapt.run.sweep import Launcher, SweepError, TaskPlan, is_run_done, parse_grid, select_best, sweep
 
 
 def test_paper_grids() -> None:
@@ -34,17 +35,17 @@ def test_bad_grids_are_config_errors(text: str) -> None:
         parse_grid(text, "vapt", "vtab1k")
 
 
-def _record(lr: float, wd: float, val: float | None, status: str = "finished") -> dict[str, Any]:
-    return {"config": {"lr": lr, "wd": wd}, "status": status, "final": {} if val is None else {"val200": val}}
+def _record(lr: float, wd: float, val: float | None, status: str = "finished") -> RunRecord:
+    return RunRecord("", {"lr": lr, "wd": wd}, status=status, final={} if val is None else {"val200": val})
 
 
 def test_select_best_breaks_ties_towards_the_larger_lr_then_wd() -> None:
     records = [_record(5, 0.0, 80), _record(1, 0.01, 80), _record(2.5, 0, 80), _record(10, 0, 79),
                _record(50, 0, None, status="failed")]
     best = select_best(records, "val200")
-    assert best["config"] == {"lr": 5, "wd": 0.0}
-    assert select_best([*records, _record(5, 0.01, 80)], "val200")["config"] == {"lr": 5, "wd": 0.01}
-    assert select_best([*records, _record(0.1, 0, 80.5)], "val200")["config"]["lr"] == 0.1
+    assert best.config == {"lr": 5, "wd": 0.0}
+    assert select_best([*records, _record(5, 0.01, 80)], "val200").config == {"lr": 5, "wd": 0.01}
+    assert select_best([*records, _record(0.1, 0, 80.5)], "val200").config["lr"] == 0.1
     with pytest.raises(SweepError, match="all failed"):
         select_best([_record(5, 0, None, status="failed")], "val200")
 
@@ -235,3 +236,9 @@ def test_progress_line_counts_done_running_and_failed_runs(tmp_path: Path) -> No
         lock.release()
     assert line == "sweep: 1/4 runs done, 1 running, 1 failed, ETA 20m00s"
     assert sweep_progress(configs, 10.0).startswith("sweep: 1/4 runs done, 0 running, 1 failed")
+    other = configs[3].resolved()  # a finished record in the run's folder, made with another resize mode
+    assert other.resize != "pil"
+    write_json_atomic(run_dir(other) / "result.json", {"run_id": run_id(other), "config": {
+        **other.to_dict(), "resize": "pil"}, "final": {"val200": 1.0}, "status": "finished"})
+    assert sweep_progress(configs, 10.0).startswith("sweep: 1/4 runs done")
+    assert not is_run_done(configs[3]) and is_run_done(configs[0])

@@ -18,7 +18,8 @@ import vapt
 from vapt.__main__ import main as vapt_main
 from vapt.data import build_dataset, parse_data
 from vapt.errors import ConfigError
-from vapt.run.train import TrainConfig, build_optimizer, build_scheduler, evaluate, run_id, train
+from vapt.run.config import TrainConfig, run_id
+from vapt.run.train import build_optimizer, build_scheduler, evaluate, train
 
 REPO = Path(__file__).parents[2]
 
@@ -31,6 +32,7 @@ def protocol_lr(grid_lr: float, batch_size: int, epoch: int, epochs: int, warmup
     return 0.5 * peak * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup)))
 
 
+@pytest.mark.slow
 def test_cli_two_epoch_run_writes_a_complete_record(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     argv = ["train", "--backbone", "vit_test", "--method", "vapt", "--data", "vtab1k/cifar",
@@ -91,31 +93,32 @@ def _config(data_root: Path, out: Path, **fields: object) -> TrainConfig:
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_equals_uninterrupted(data_root: Path, tmp_path: Path) -> None:
     # VAPT has prompt dropout and FGVC random crops: both consume RNG, so the RNG states must be restored
     whole = train(_config(data_root, tmp_path / "a"))
     config = _config(data_root, tmp_path / "b")
     partial = train(config, stop_after=1)
     run = tmp_path / "b" / run_id(config)
-    assert partial["status"] == "interrupted" and len(partial["epochs"]) == 1
+    assert partial.status == "interrupted" and len(partial.epochs) == 1
     assert (run / "checkpoint.pt").is_file() and not (run / "result.json").exists()
     torch.manual_seed(12345)  # disturb the global RNG between the two halves
     resumed = train(config)
-    assert resumed["status"] == whole["status"] == "finished"
-    assert resumed["epochs"] == whole["epochs"]
-    assert resumed["final"] == whole["final"]
-    assert len({row["train_loss"] for row in whole["epochs"]}) == 3
+    assert resumed.status == whole.status == "finished"
+    assert resumed.epochs == whole.epochs
+    assert resumed.final == whole.final
+    assert len({row["train_loss"] for row in whole.epochs}) == 3
 
 
 def test_nan_loss_records_a_failure(data_root: Path, tmp_path: Path) -> None:
     config = _config(data_root, tmp_path, method="vpt_deep", lr=1e30, epochs=2)
     record = train(config)
-    assert record["status"] == "failed" and record["failure"] == "non_finite_loss"
-    assert "loss became nan" in record["error"] and record["final"] == {}
+    assert record.status == "failed" and record.failure == "non_finite_loss"
+    assert "loss became nan" in record.error and record.final == {}
     path = tmp_path / run_id(config) / "result.json"
     assert json.loads(path.read_text())["status"] == "failed"
     before = path.stat().st_mtime_ns
-    assert train(config)["status"] == "failed"  # not recomputed
+    assert train(config).status == "failed"  # not recomputed
     assert path.stat().st_mtime_ns == before
 
 
@@ -207,7 +210,7 @@ def test_cli_reports_layout_errors_without_traceback(tmp_path: Path, capsys: pyt
 
 def test_fraction_subsamples_the_training_split(data_root: Path, tmp_path: Path) -> None:
     record = train(_config(data_root, tmp_path, fraction=0.5, epochs=1, method="linear", num_tokens=None))
-    assert record["samples"]["train"] == 20 and record["config"]["fraction"] == 0.5
+    assert record.samples["train"] == 20 and record.config["fraction"] == 0.5
 
 
 def test_wall_time_accumulates_over_resumes(data_root: Path, tmp_path: Path) -> None:
@@ -215,9 +218,10 @@ def test_wall_time_accumulates_over_resumes(data_root: Path, tmp_path: Path) -> 
     first = train(config, stop_after=1)
     time.sleep(0.01)
     second = train(config)
-    assert second["wall_time_s"] >= first["wall_time_s"] > 0
+    assert second.wall_time_s >= first.wall_time_s > 0
 
 
+@pytest.mark.slow
 def test_custom_task_written_from_arrays_trains(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
@@ -232,10 +236,11 @@ def test_custom_task_written_from_arrays_trains(tmp_path: Path) -> None:
     config = TrainConfig("vit_test", "linear", "vtab1k/digits_789", str(tmp_path / "data"), out=str(tmp_path),
                          epochs=1, num_classes=3, train_split="train800val200", device="cpu")
     record = train(config)
-    assert record["status"] == "finished" and record["samples"] == {"train": 18, "test": 6}
-    assert record["params"]["head"] == 64 * 3 + 3
+    assert record.status == "finished" and record.samples == {"train": 18, "test": 6}
+    assert record.params["head"] == 64 * 3 + 3
 
 
+@pytest.mark.slow
 def test_corrupt_image_fails_the_run_cleanly_and_a_rerun_recovers(
     data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from vapt import DOCS_HELP
+from vapt.cli import DOCS_HELP
 from vapt.data.fgvc import FGVC_DATASETS, FGVC_SPLITS, IMAGE_FOLDERS
 from vapt.data.vtab import VTAB_SPLITS, VTAB_TASKS
 from vapt.errors import DataLayoutError

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vapt.data.images import ImageListDataset, check_label
+from vapt.data.images import ImageListDataset, check_label, dataset_folder, split_classes
 from vapt.errors import DataLayoutError
 
 # folder name -> (group, number of classes); see docs/protocol.md.
@@ -41,13 +41,7 @@ FGVC_LAYOUT = (
 
 def fgvc_dataset_dir(root: str | Path, name: str) -> Path:
     """The folder of one FGVC dataset under a data root."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataLayoutError(f"data root {root} does not exist or is not a folder; expected {FGVC_LAYOUT}")
-    folder = root / name
-    if not folder.is_dir():
-        raise DataLayoutError(f"FGVC dataset folder {folder} does not exist; expected {FGVC_LAYOUT}")
-    return folder
+    return dataset_folder(root, (name,), "FGVC dataset", FGVC_LAYOUT)
 
 
 def read_fgvc_split(dataset_dir: Path, split: str, num_classes: int) -> list[tuple[Path, int]]:
@@ -90,15 +84,7 @@ class FGVCDataset(ImageListDataset):
         transform: Callable[[Any], Any] | None = None,
         num_classes: int | None = None,
     ) -> None:
-        if split not in FGVC_SPLITS:
-            raise DataLayoutError(f"unknown FGVC split {split!r}; expected one of {', '.join(FGVC_SPLITS)}")
-        if num_classes is None:
-            if name not in FGVC_DATASETS:
-                raise DataLayoutError(
-                    f"unknown FGVC dataset {name!r} and no number of classes given; "
-                    f"known datasets: {', '.join(FGVC_DATASETS)}"
-                )
-            num_classes = FGVC_DATASETS[name][1]
+        num_classes = split_classes("FGVC", "dataset", name, split, FGVC_SPLITS, FGVC_DATASETS, num_classes)
         self.name, self.split = name, split
         self.dataset_dir = fgvc_dataset_dir(root, name)
         super().__init__(read_fgvc_split(self.dataset_dir, split, num_classes), num_classes, transform)

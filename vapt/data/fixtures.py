@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vapt import DOCS_HELP, HelpFormatter
+from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.data.spec import parse_data
 from vapt.data.vtab import VTAB_SPLITS
 from vapt.errors import ConfigError

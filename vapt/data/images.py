@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +57,27 @@ class ImageListDataset(Dataset):
         path, label = self.samples[index]
         image = read_rgb(path)
         return (self.transform(image) if self.transform is not None else image), label
+
+
+def dataset_folder(root: str | Path, candidates: Sequence[str | Path], what: str, layout: str) -> Path:
+    """The first of `candidates` (paths under `root`) that is a folder; a DataLayoutError naming `what` otherwise."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataLayoutError(f"data root {root} does not exist or is not a folder; expected {layout}")
+    for candidate in candidates:
+        if (root / candidate).is_dir():
+            return root / candidate
+    raise DataLayoutError(f"{what} folder {root / candidates[0]} does not exist; expected {layout}")
+
+
+def split_classes(benchmark: str, noun: str, name: str, split: str, splits: Sequence[str],
+                  registry: Mapping[str, tuple[str, int]], num_classes: int | None) -> int:
+    """The number of classes of `name` (given, or from `registry`), once `split` is known to be one of `splits`."""
+    if split not in splits:
+        raise DataLayoutError(f"unknown {benchmark} split {split!r}; expected one of {', '.join(splits)}")
+    if num_classes is not None:
+        return num_classes
+    if name not in registry:
+        raise DataLayoutError(f"unknown {benchmark} {noun} {name!r} and no number of classes given; "
+                              f"known {noun}s: {', '.join(registry)}")
+    return registry[name][1]

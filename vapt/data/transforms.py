@@ -8,7 +8,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms as T
 
 from vapt.data.resize import build_resized_transform, resolve_resize
-from vapt.errors import ConfigError
+from vapt.errors import ConfigError, check_positive_int
 
 BENCHMARKS: tuple[str, ...] = ("vtab1k", "fgvc")
 
@@ -25,18 +25,9 @@ def build_transform(
 
     FGVC resizes the short side to image_size * 256 / 224 (256 at 224 px) before cropping. `resize` is
     `tf1` (TensorFlow v1 bilinear, VTAB's default) or `pil` (PIL anti-aliased bilinear, FGVC's default);
-    see `vapt.data.resize`.
+    see `vapt.data.resize`, which holds the one definition of each mode's steps (shared with the cache).
     """
     if benchmark not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
-    if resolve_resize(benchmark, resize) == "tf1":
-        return build_resized_transform(benchmark, train, image_size, "tf1", mean, std)
-    finish = [T.ToTensor(), T.Normalize(mean, std)]
-    if benchmark == "vtab1k":
-        return T.Compose([T.Resize((image_size, image_size), T.InterpolationMode.BILINEAR), *finish])
-    resize = T.Resize(round(image_size * 256 / 224), T.InterpolationMode.BILINEAR)
-    if train:
-        return T.Compose([resize, T.RandomCrop(image_size), T.RandomHorizontalFlip(), *finish])
-    return T.Compose([resize, T.CenterCrop(image_size), *finish])
+    check_positive_int("image_size", image_size)
+    return build_resized_transform(benchmark, train, image_size, resolve_resize(benchmark, resize), mean, std)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vapt.data.images import ImageListDataset, check_label
+from vapt.data.images import ImageListDataset, check_label, dataset_folder, split_classes
 from vapt.errors import DataLayoutError
 
 # task -> (group, number of classes); see docs/protocol.md (KITTI uses its 4 classes).
@@ -45,15 +45,7 @@ VTAB_LAYOUT = (
 
 def vtab_task_dir(root: str | Path, task: str) -> Path:
     """The folder of one VTAB-1K task under a data root (`<root>/vtab-1k/<task>`, or `<root>/<task>`)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataLayoutError(f"data root {root} does not exist or is not a folder; expected {VTAB_LAYOUT}")
-    for candidate in (root / "vtab-1k" / task, root / task):
-        if candidate.is_dir():
-            return candidate
-    raise DataLayoutError(
-        f"VTAB-1K task folder {root / 'vtab-1k' / task} does not exist; expected {VTAB_LAYOUT}"
-    )
+    return dataset_folder(root, (Path("vtab-1k") / task, task), "VTAB-1K task", VTAB_LAYOUT)
 
 
 def read_vtab_split(task_dir: Path, split: str, num_classes: int) -> list[tuple[Path, int]]:
@@ -97,17 +89,7 @@ class VTABDataset(ImageListDataset):
         transform: Callable[[Any], Any] | None = None,
         num_classes: int | None = None,
     ) -> None:
-        if split not in VTAB_SPLITS:
-            raise DataLayoutError(
-                f"unknown VTAB-1K split {split!r}; expected one of {', '.join(VTAB_SPLITS)}"
-            )
-        if num_classes is None:
-            if task not in VTAB_TASKS:
-                raise DataLayoutError(
-                    f"unknown VTAB-1K task {task!r} and no number of classes given; "
-                    f"known tasks: {', '.join(VTAB_TASKS)}"
-                )
-            num_classes = VTAB_TASKS[task][1]
+        num_classes = split_classes("VTAB-1K", "task", task, split, VTAB_SPLITS, VTAB_TASKS, num_classes)
         self.task, self.split = task, split
         self.task_dir = vtab_task_dir(root, task)
         super().__init__(read_vtab_split(self.task_dir, split, num_classes), num_classes, transform)

@@ -6,7 +6,6 @@ and the family names the prompted wrapper class that adapts it (`BackboneSpec.wr
 
 from __future__ import annotations
 
-import importlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -21,7 +20,9 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from vapt.errors import ConfigError, WeightsError, load_failure
+from vapt.errors import ConfigError, WeightsError, check_positive_int, load_failure
+from vapt.models.swin import PromptedSwin
+from vapt.models.vit import PromptedViT
 
 WEIGHT_SUFFIXES = (".npz", ".pth", ".pth.tar", ".pt", ".safetensors")
 TEST_BACKBONES = ("vit_test", "swin_test")  # tiny architectures with random weights unless a file is given
@@ -44,8 +45,7 @@ class BackboneSpec:
     @property
     def wrapper(self) -> type:
         """The prompted model class for this backbone's family (PromptedViT or PromptedSwin)."""
-        module, _, name = FAMILIES[self.family].wrapper.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return FAMILIES[self.family].wrapper
 
     @property
     def weight_suffixes(self) -> tuple[str, ...]:
@@ -59,15 +59,15 @@ class Family:
 
     model_class: type
     checkpoint_filter: Any
-    wrapper: str
+    wrapper: type
     weight_suffixes: tuple[str, ...]
     timm_module: str
 
 
 FAMILIES: dict[str, Family] = {
-    "vit": Family(VisionTransformer, vision_transformer.checkpoint_filter_fn, "vapt.models.vit:PromptedViT",
+    "vit": Family(VisionTransformer, vision_transformer.checkpoint_filter_fn, PromptedViT,
                   WEIGHT_SUFFIXES, "vision_transformer"),
-    "swin": Family(SwinTransformer, swin_transformer.checkpoint_filter_fn, "vapt.models.swin:PromptedSwin",
+    "swin": Family(SwinTransformer, swin_transformer.checkpoint_filter_fn, PromptedSwin,
                    tuple(s for s in WEIGHT_SUFFIXES if s != ".npz"), "swin_transformer"),
 }
 
@@ -164,8 +164,7 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | os.PathL
     spec = backbone_spec(name)
     if pretrained and weights is not None:
         raise ConfigError("pass either pretrained=True (hub) or weights=PATH (local file), not both")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ConfigError(f"image_size must be a positive integer or None, got {image_size!r}")
+    check_positive_int("image_size", image_size, allow_none=True)
     path = check_weights_file(spec, weights, spec.weight_suffixes) if weights is not None else None
     hub_state = hub_state_dict(spec) if pretrained else None
     model = _build(spec)

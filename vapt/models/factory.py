@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
 from torch import nn
 
 from vapt.config import MethodConfig, method_config
-from vapt.errors import ConfigError
+from vapt.errors import ConfigError, check_positive_int
 from vapt.models.backbones import FAMILIES, create_backbone
 from vapt.models.prompted import PromptedModel
 
@@ -23,13 +22,12 @@ def create_model(
     image_size: int | None = None,
     **config_overrides: Any,
 ) -> PromptedModel:
-    """A backbone with `method` (linear, full, vpt_shallow, vpt_deep, vapt or a config) and a new head.
+    """A backbone with `method` (a name in `vapt.METHODS` or a method config) and a new head.
 
     ViT names give a `PromptedViT`; Swin names (`swin_b_in22k` or any timm Swin) give a `PromptedSwin`.
     `image_size` resizes the backbone's input (default: its native size).
     """
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_positive_int("num_classes", num_classes)
     config = method_config(method, **config_overrides)
     model, spec = create_backbone(backbone, pretrained=pretrained, weights=weights, image_size=image_size)
     return spec.wrapper(model, config, num_classes, prompts_in_pool=spec.prompts_in_pool,
@@ -49,12 +47,10 @@ def wrap(
     pooling); the model's classifier is removed in place. `prompts_in_pool=True` keeps the prompts in an
     average pool, as the MAE backbone does.
     """
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_positive_int("num_classes", num_classes)
     family = next((kind for kind in FAMILIES.values() if isinstance(model, kind.model_class)), None)
     if family is None:
         raise ConfigError(f"cannot wrap a {type(model).__name__}; expected a timm VisionTransformer or "
                           f"SwinTransformer")
-    module, _, name = family.wrapper.partition(":")
-    wrapper = getattr(importlib.import_module(module), name)
-    return wrapper(model, method_config(method, **config_overrides), num_classes, prompts_in_pool=prompts_in_pool)
+    config = method_config(method, **config_overrides)
+    return family.wrapper(model, config, num_classes, prompts_in_pool=prompts_in_pool)

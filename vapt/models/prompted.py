@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from vapt.config import FullConfig, MethodConfig
+from vapt.config import METHODS, MethodConfig
 from vapt.io import save_torch_atomic
 from vapt.models.prompts import vpt_init_range
 
@@ -78,8 +78,13 @@ class PromptedModel(nn.Module):
 
     @property
     def method(self) -> str:
-        """The method name: linear, full, vpt_shallow, vpt_deep or vapt."""
+        """The registered method name (a key of `vapt.METHODS`)."""
         return self.config.name
+
+    @property
+    def trains_backbone(self) -> bool:
+        """Whether the method trains the backbone (full fine-tuning) instead of freezing it."""
+        return METHODS[self.config.name].trains_backbone
 
     def extra_head_modules(self) -> list[nn.Module]:
         """Freshly initialized backbone modules trained and counted with the head (e.g. MAE's fc_norm)."""
@@ -92,8 +97,7 @@ class PromptedModel(nn.Module):
             yield from module.parameters()
 
     def _freeze(self) -> None:
-        full = isinstance(self.config, FullConfig)
-        self.backbone.requires_grad_(full)
+        self.backbone.requires_grad_(self.trains_backbone)
         for name in self.fixed_parameters:
             self.backbone.get_parameter(name).requires_grad_(False)
         for p in self.head_parameters():
@@ -102,7 +106,7 @@ class PromptedModel(nn.Module):
     def train(self, mode: bool = True) -> PromptedModel:
         """Switch prompt modules and head; a frozen backbone stays in eval mode (no dropout / drop-path)."""
         super().train(mode)
-        if not isinstance(self.config, FullConfig):
+        if not self.trains_backbone:
             self.backbone.eval()
             for module in self.extra_head_modules():
                 module.train(mode)

@@ -1,40 +1,32 @@
-"""Prompt generators as plain modules: static prompts (VPT) and adaptive prompts (VAPT).
+"""The prompt-generator protocol and the pieces several methods share (static prompts, VPT's init range).
 
-A generator is called once per transformer block as ``generator(index, patches)`` with the block's
-input patch tokens ``(B, H*W, d)`` (prefix and previous prompt tokens removed). It returns the prompt
-tokens ``(B, Np, d)`` to insert before that block, or ``None`` to keep the previous block's prompts.
+A method's prompt generator is an `nn.Module` built per stack of blocks by
+``Generator.for_blocks(config, dim, grid_size, num_blocks, init_range)`` and called once per transformer
+block as ``generator(index, patches, prompts)``: `patches` are the block's input patch tokens
+``(B, H*W, d)`` (prefix and prompt tokens removed) and `prompts` the previous block's prompt outputs
+``(B, Np, d)`` (None before any prompt was inserted). It returns the prompt tokens ``(B, Np, d)`` to
+insert before that block, or ``None`` to keep the previous block's prompt outputs. ViT and Swin call
+generators the same way, so a method never touches the backbone wrappers.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from vapt.config import VAPTConfig, VPTConfig
-from vapt.errors import ConfigError
+
+class PromptGenerator(Protocol):
+    """The call every prompt generator answers (see the module docstring)."""
+
+    def __call__(self, index: int, patches: Tensor, prompts: Tensor | None) -> Tensor | None: ...
 
 
 def vpt_init_range(patch_size: tuple[int, int], dim: int) -> float:
     """VPT's uniform init bound sqrt(6 / (3 * patch_h * patch_w + d)) (0.0625 for ViT-B/16)."""
     return math.sqrt(6.0 / (3 * patch_size[0] * patch_size[1] + dim))
-
-
-def make_activation(name: str) -> nn.Module:
-    """The activation module for a name in `vapt.config.ACTIVATIONS`."""
-    table = {
-        "relu": nn.ReLU,
-        "gelu": nn.GELU,
-        "sigmoid": nn.Sigmoid,
-        "softmax": lambda: nn.Softmax(dim=-1),
-        "identity": nn.Identity,
-    }
-    if name not in table:
-        raise ConfigError(f"unknown activation {name!r}; expected one of {', '.join(table)}")
-    return table[name]()
 
 
 class StaticPrompts(nn.Module):
@@ -48,150 +40,3 @@ class StaticPrompts(nn.Module):
     def forward(self, index: int, batch_size: int) -> Tensor:
         """Prompt tokens of block `index`, expanded to the batch (dropout drawn per sample)."""
         return self.dropout(self.tokens[index].expand(batch_size, -1, -1))
-
-
-class VPTPromptGenerator(nn.Module):
-    """VPT-shallow (prompts at block 0 only) or VPT-deep (fresh prompts before every block)."""
-
-    def __init__(self, config: VPTConfig, dim: int, num_blocks: int, init_range: float):
-        super().__init__()
-        self.deep = config.deep
-        self.prompts = StaticPrompts(num_blocks if config.deep else 1, config.num_tokens, dim, init_range,
-                                     config.dropout)
-
-    @classmethod
-    def for_blocks(cls, config: VPTConfig, dim: int, grid_size: tuple[int, int], num_blocks: int,
-                   init_range: float) -> VPTPromptGenerator:
-        """The generator for a stack of `num_blocks` blocks of width `dim` (the grid is not used)."""
-        return cls(config, dim, num_blocks, init_range)
-
-    def forward(self, index: int, patches: Tensor) -> Tensor | None:
-        """Prompts to insert before block `index`, or None to keep the previous ones."""
-        if self.deep or index == 0:
-            return self.prompts(index, patches.shape[0])
-        return None
-
-
-class FeatureProjector(nn.Module):
-    """VAPT's feature projector: g(u) = u + s * W2 drop(act(W1 u)) (residual) or W2 act(W1 u)."""
-
-    def __init__(
-        self,
-        dim: int,
-        hidden: int,
-        activation: str = "relu",
-        dropout: float = 0.1,
-        residual: bool = True,
-        learnable_scale: bool = False,
-        bias: bool = False,
-    ):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden, bias=bias)
-        self.act = make_activation(activation)
-        self.dropout = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden, dim, bias=bias)
-        self.residual = residual
-        self.scale = nn.Parameter(torch.ones(())) if learnable_scale else None
-
-    def forward(self, u: Tensor) -> Tensor:
-        """Project prompt features (..., d) -> (..., d)."""
-        out = self.fc2(self.dropout(self.act(self.fc1(u))))
-        if self.scale is not None:
-            out = self.scale * out
-        return u + out if self.residual else out
-
-
-class AdaptivePromptBlock(nn.Module):
-    """One block's adaptive prompts: norm -> channel-wise conv -> channel dropout -> token projector."""
-
-    def __init__(self, dim: int, grid_size: tuple[int, int], config: VAPTConfig):
-        super().__init__()
-        self.dim = dim
-        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
-        self.padding = config.padding
-        self.shared_kernel = config.shared_kernel
-        self.norm = nn.LayerNorm(dim) if config.pre_norm else nn.Identity()
-        h, w = self.grid_size
-        if config.conv:
-            k = config.kernel_size
-            out_h, out_w = h + 2 * config.padding - k + 1, w + 2 * config.padding - k + 1
-            if out_h < 1 or out_w < 1:
-                raise ConfigError(
-                    f"kernel_size={k} with padding={config.padding} does not fit the {h}x{w} patch grid"
-                )
-            channels = 1 if config.shared_kernel else dim
-            self.kernel = nn.Parameter(torch.randn(channels, 1, k, k))
-            num_positions = out_h * out_w
-        else:
-            self.kernel = None
-            num_positions = h * w
-        self.channel_dropout = nn.Dropout2d(config.channel_dropout)
-        self.token_projector = nn.Linear(num_positions, config.num_tokens, bias=config.token_projector_bias)
-        nn.init.zeros_(self.token_projector.weight)
-        if self.token_projector.bias is not None:
-            nn.init.zeros_(self.token_projector.bias)
-
-    def forward(self, patches: Tensor, projector: nn.Module | None = None) -> Tensor:
-        """Patch tokens (B, H*W, d) -> prompt tokens (B, Np, d)."""
-        b, n, d = patches.shape
-        h, w = self.grid_size
-        if n != h * w or d != self.dim:
-            raise ValueError(f"expected patch tokens of shape (B, {h * w}, {self.dim}), got {tuple(patches.shape)}")
-        x = self.norm(patches).transpose(1, 2).reshape(b, d, h, w)
-        if self.kernel is not None:
-            weight = self.kernel.expand(d, 1, -1, -1) if self.shared_kernel else self.kernel
-            x = F.conv2d(x, weight.to(x.dtype), padding=self.padding, groups=d)
-        x = self.channel_dropout(x).flatten(2)
-        prompts = self.token_projector(x).transpose(1, 2)
-        return projector(prompts) if projector is not None else prompts
-
-
-class AdaptivePromptGenerator(nn.Module):
-    """VAPT for a stack of blocks: static VPT prompts for the first `static_depth` blocks, adaptive after."""
-
-    def __init__(self, config: VAPTConfig, dim: int, grid_size: tuple[int, int], num_blocks: int,
-                 init_range: float):
-        super().__init__()
-        if config.static_depth > num_blocks:
-            raise ConfigError(f"static_depth={config.static_depth} exceeds the backbone's {num_blocks} blocks")
-        self.static_depth = config.static_depth
-        self.recompute = config.recompute
-        self.static = (
-            StaticPrompts(config.static_depth, config.num_tokens, dim, init_range, config.prompt_dropout)
-            if config.static_depth > 0
-            else None
-        )
-        num_adaptive = num_blocks - config.static_depth
-        self.adaptive = nn.ModuleList(AdaptivePromptBlock(dim, grid_size, config) for _ in range(num_adaptive))
-        self.shared_projector = config.shared_projector
-        if config.projector and num_adaptive > 0:
-            count = 1 if config.shared_projector else num_adaptive
-            self.projectors = nn.ModuleList(
-                FeatureProjector(dim, config.projector_dim, config.activation, config.projector_dropout,
-                                 config.residual_projector, config.learnable_scale, config.projector_bias)
-                for _ in range(count)
-            )
-        else:
-            self.projectors = None
-
-    @classmethod
-    def for_blocks(cls, config: VAPTConfig, dim: int, grid_size: tuple[int, int], num_blocks: int,
-                   init_range: float) -> AdaptivePromptGenerator:
-        """The generator for a stack of `num_blocks` blocks of width `dim` on a `grid_size` patch grid."""
-        return cls(config, dim, grid_size, num_blocks, init_range)
-
-    def projector_for(self, adaptive_index: int) -> nn.Module | None:
-        """The feature projector used by the `adaptive_index`-th adaptive block."""
-        if self.projectors is None:
-            return None
-        return self.projectors[0 if self.shared_projector else adaptive_index]
-
-    def forward(self, index: int, patches: Tensor) -> Tensor:
-        """Prompts for block `index` from that block's input patch tokens (B, H*W, d)."""
-        if index < self.static_depth:
-            return self.static(index, patches.shape[0])
-        j = index - self.static_depth
-        block, projector = self.adaptive[j], self.projector_for(j)
-        if self.recompute and self.training and torch.is_grad_enabled():
-            return checkpoint(block, patches, projector, use_reentrant=False)
-        return block(patches, projector)

@@ -23,9 +23,6 @@ whole network (the default 1 gives static VPT prompts to the very first block on
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from timm.models.swin_transformer import (
@@ -40,28 +37,8 @@ from torch import Tensor, nn
 
 from vapt.config import METHODS, MethodConfig
 from vapt.errors import ConfigError
-from vapt.models.backbones import BACKBONES, BackboneSpec, backbone_spec, create_backbone, is_swin_backbone
 from vapt.models.prompted import PromptedModel
 from vapt.models.prompts import vpt_init_range
-
-SWIN_BACKBONES: dict[str, BackboneSpec] = {name: spec for name, spec in BACKBONES.items() if spec.family == "swin"}
-
-
-def swin_backbone_spec(name: str) -> BackboneSpec:
-    """The spec of a named Swin backbone, or of any timm Swin Transformer name (average pooling)."""
-    if not is_swin_backbone(name):
-        raise ConfigError(
-            f"unknown Swin backbone {name!r}; expected one of {', '.join(SWIN_BACKBONES)} or a timm Swin "
-            f"Transformer name (e.g. swin_tiny_patch4_window7_224.ms_in1k)"
-        )
-    return backbone_spec(name)
-
-
-def create_swin_backbone(name: str, pretrained: bool = False, weights: str | os.PathLike | None = None,
-                         image_size: int | None = None) -> tuple[SwinTransformer, BackboneSpec]:
-    """A timm SwinTransformer without classifier (`create_backbone` restricted to Swin names)."""
-    swin_backbone_spec(name)
-    return create_backbone(name, pretrained=pretrained, weights=weights, image_size=image_size)
 
 
 class SwinPrompts(nn.Module):
@@ -71,11 +48,12 @@ class SwinPrompts(nn.Module):
         super().__init__()
         self.stages = nn.ModuleList(stages)
 
-    def forward(self, stage: int, index: int, patches: Tensor) -> Tensor | None:
-        """Prompts for block `index` of `stage` from its input patches (B, H*W, C), or None to keep them."""
+    def forward(self, stage: int, index: int, patches: Tensor, prompts: Tensor | None) -> Tensor | None:
+        """Prompts for block `index` of `stage` from its input patches (B, H*W, C) and the previous block's
+        prompt outputs (B, Np, C) or None, or None to keep those."""
         if stage >= len(self.stages):
             return None
-        return self.stages[stage](index, patches)
+        return self.stages[stage](index, patches, prompts)
 
 
 def swin_stages(backbone: SwinTransformer) -> list[tuple[int, tuple[int, int], int]]:
@@ -91,9 +69,10 @@ def build_swin_prompts(config: MethodConfig, backbone: SwinTransformer) -> SwinP
     """The prompt generators a method needs on this backbone (None for linear probing and full tuning).
 
     Each stage gets the method's generator at the stage's width and grid, with the stage's share of
-    the config (`config.for_stage`); static prompts use VPT's uniform range for the stage's width.
+    the config (`config.for_stage`, when the config has one: None leaves the later stages unprompted);
+    static prompts use VPT's uniform range for the stage's width.
     """
-    generator = METHODS[config.name].generator_class()
+    generator = METHODS[config.name].generator
     if generator is None:
         return None
     stages = swin_stages(backbone)
@@ -104,7 +83,7 @@ def build_swin_prompts(config: MethodConfig, backbone: SwinTransformer) -> SwinP
     patch_size = tuple(backbone.patch_embed.patch_size)
     generators, offset = [], 0
     for dim, grid, depth in stages:
-        stage_config = config.for_stage(offset, depth)
+        stage_config = config.for_stage(offset, depth) if hasattr(config, "for_stage") else config
         if stage_config is None:
             break
         generators.append(generator.for_blocks(stage_config, dim, grid, depth, vpt_init_range(patch_size, dim)))
@@ -210,7 +189,7 @@ class PromptedSwin(PromptedModel):
             carry = prompts is not None and isinstance(stage.downsample, PatchMerging)
             for index, block in enumerate(stage.blocks):
                 b, h, w, c = x.shape
-                fresh = self.prompt(s, index, x.reshape(b, h * w, c)) if self.prompt is not None else None
+                fresh = self.prompt(s, index, x.reshape(b, h * w, c), prompts) if self.prompt is not None else None
                 if fresh is not None:
                     prompts = fresh.to(x.dtype)
                 elif carry:
@@ -226,32 +205,12 @@ class PromptedSwin(PromptedModel):
         return self.backbone.forward_head(x, pre_logits=True)
 
 
-def create_swin_model(
-    backbone: str,
-    method: str | MethodConfig,
-    num_classes: int,
-    pretrained: bool = False,
-    weights: str | os.PathLike | None = None,
-    **overrides: Any,
-) -> PromptedSwin:
-    """`vapt.create_model` restricted to Swin backbones."""
-    from vapt.models.factory import create_model
-
-    swin_backbone_spec(backbone)
-    return create_model(backbone, method, num_classes, pretrained=pretrained, weights=weights, **overrides)
-
-
 __all__ = [
-    "SWIN_BACKBONES",
     "PromptedSwin",
     "SwinPrompts",
     "build_swin_prompts",
-    "create_swin_backbone",
-    "create_swin_model",
-    "is_swin_backbone",
     "merge_prompts",
     "prompted_block",
     "prompted_window_attention",
-    "swin_backbone_spec",
     "swin_stages",
 ]

@@ -21,7 +21,7 @@ class PromptedViT(PromptedModel):
 
     def build_prompts(self) -> nn.Module | None:
         """One generator for the whole stack of blocks, from the method registry."""
-        generator = METHODS[self.config.name].generator_class()
+        generator = METHODS[self.config.name].generator
         if generator is None:
             return None
         dim = self.backbone.embed_dim
@@ -48,7 +48,8 @@ class PromptedViT(PromptedModel):
         for index, block in enumerate(vit.blocks):
             if self.prompt is not None:
                 patches = x[:, prefix + num_prompts:]
-                prompts = self.prompt(index, patches)
+                previous = x[:, prefix:prefix + num_prompts] if num_prompts else None
+                prompts = self.prompt(index, patches, previous)
                 if prompts is not None:
                     x = torch.cat([x[:, :prefix], prompts.to(x.dtype), patches], dim=1)
                     num_prompts = prompts.shape[1]

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vapt.config import METHODS, prompted_methods
 from vapt.report.figures import SCALE_BACKBONES, DataSource
 from vapt.report.gradcam import GRADCAM_TASKS
 
@@ -39,21 +40,18 @@ NEEDS: dict[str, str] = {
 }
 
 
-# The commands that produce each table / figure on a GPU machine (DATA = the data root).
-T1_PROMPT_METHODS: tuple[str, ...] = ("linear", "full", "vpt_shallow", "vpt_deep", "vapt")
-LENS_METHODS: tuple[str, ...] = ("vpt_shallow", "vpt_deep", "vapt")  # the prompt methods the MoE lens looks into
+# The commands that produce each table / figure on a GPU machine (DATA = the data root). A command with
+# `{method}` stands for one command per registered method, one with `{prompted}` for one per prompted method.
 REPRODUCE: dict[str, list[str]] = {
     "T1": [
-        *(f"python -m vapt sweep --backbone vit_b16_in21k --method {m} --data vtab1k fgvc --data-root {{data}} "
-          f"--out {{runs}}" for m in T1_PROMPT_METHODS),
+        "python -m vapt sweep --backbone vit_b16_in21k --method {method} --data vtab1k fgvc --data-root {data} "
+        "--out {runs}",
         "python -m vapt table --runs {runs} --out {runs}/results.csv --markdown {runs}/tables.md",
     ],
     "T2": [
-        *(f"python -m vapt sweep --backbone vit_b16_mae --method {m} --data vtab1k --data-root {{data}} --out {{runs}}"
-          for m in ("vpt_shallow", "vpt_deep", "vapt")),
-        *(f"python -m vapt sweep --backbone vit_b16_mocov3 --weights <MoCo v3 linear-vit-b-300ep.pth.tar> "
-          f"--method {m} --data vtab1k --data-root {{data}} --out {{runs}}"
-          for m in ("vpt_shallow", "vpt_deep", "vapt")),
+        "python -m vapt sweep --backbone vit_b16_mae --method {prompted} --data vtab1k --data-root {data} --out {runs}",
+        "python -m vapt sweep --backbone vit_b16_mocov3 --weights <MoCo v3 linear-vit-b-300ep.pth.tar> "
+        "--method {prompted} --data vtab1k --data-root {data} --out {runs}",
         "python -m vapt table --runs {runs} --markdown {runs}/tables.md",
     ],
     "F-low": [
@@ -79,14 +77,13 @@ REPRODUCE: dict[str, list[str]] = {
         "python -m vapt figures --runs {runs} --out figures",
     ],
     "E": [
-        "python -m vapt bench --backbone vit_b16_in21k --methods linear,full,vpt_shallow,vpt_deep,vapt --batch 64 "
-        "--device cuda --dtype bf16 --out {runs}/bench.csv",
+        "python -m vapt bench --backbone vit_b16_in21k --batch 64 --device cuda --dtype bf16 --out {runs}/bench.csv",
         "python -m vapt figures --runs {runs} --out figures --bench {runs}/bench.csv",
     ],
     "lens": [
-        *(f"python -m vapt sweep --backbone vit_b16_in21k --method {m} --data vtab1k --data-root {{data}} "
-          f"--out {{runs}}" for m in LENS_METHODS),
-        "python -m vapt lens --run <vpt_shallow run> --run <vpt_deep run> --run <vapt run> --data-root {data} "
+        "python -m vapt sweep --backbone vit_b16_in21k --method {prompted} --data vtab1k --data-root {data} "
+        "--out {runs}",
+        "python -m vapt lens --run <run of each prompted method> --data-root {data} "
         "--out figures/lens/<task>  # final runs of one task under {runs}, found by notebooks/09_moe_lens",
     ],
     "TH": [
@@ -100,7 +97,11 @@ def reproduce_commands(item: str, data_root: str = DATA, runs: str = "runs") -> 
     """The commands that produce a table or figure (T1, T2, F-low, F-scale, F-cam, A, E, TH, lens) at full scale."""
     if item not in REPRODUCE:
         raise ValueError(f"unknown item {item!r}; expected one of {', '.join(REPRODUCE)}")
-    return [command.format(data=data_root, runs=runs) for command in REPRODUCE[item]]
+    commands = []
+    for command in REPRODUCE[item]:
+        methods = METHODS if "{method}" in command else prompted_methods() if "{prompted}" in command else [None]
+        commands += [command.format(data=data_root, runs=runs, method=m, prompted=m) for m in methods]
+    return commands
 
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vapt import DOCS_HELP, HelpFormatter
+from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.data.fixtures import is_fixture_root
 from vapt.errors import ConfigError
 from vapt.io import check_writable_dir

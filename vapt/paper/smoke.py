@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vapt import DOCS_HELP, HelpFormatter
+from vapt.cli import DOCS_HELP, HelpFormatter
+from vapt.config import METHODS, prompted_methods
 from vapt.errors import ConfigError
 from vapt.paper.digits import (
     FGVC_PER_CLASS,
@@ -37,7 +38,6 @@ from vapt.paper.digits import (
     TRANSFER_CLASSES,
     VTAB_PER_CLASS,
     pretrain,
-    pretraining_summary,
     use_threads,
     write_transfer_data,
 )
@@ -84,7 +84,7 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     return path.resolve()
 
 
-CODE_PARTS: tuple[str, ...] = ("vapt/config.py", "vapt/models", "vapt/data", "vapt/run/config.py",
+CODE_PARTS: tuple[str, ...] = ("vapt/config.py", "vapt/methods", "vapt/models", "vapt/data", "vapt/run/config.py",
                                "vapt/run/record.py", "vapt/run/selection.py", "vapt/run/train.py",
                                "vapt/run/sweep.py", "vapt/run/jobs.py", "vapt/run/lock.py",
                                "vapt/run/bench.py", "vapt/paper/smoke.py", "vapt/paper/digits.py",
@@ -131,61 +131,62 @@ def runs_dir(experiment: str, cache: str | os.PathLike | None = None, settings: 
     return _root(cache, settings) / "runs" / experiment
 
 
-def _base_config(method: str, runs: str | os.PathLike, benchmark: str, cache: str | os.PathLike | None,
-                 objective: str, fraction: float, num_tokens: int | None, options: dict[str, Any] | None,
-                 settings: SmokeSettings) -> Any:
-    from vapt.config import METHODS
-    from vapt.run.config import TrainConfig
+@dataclass(frozen=True)
+class SmokeJob:
+    """One method's smoke runs: where they go, the task's benchmark layout, the backbone's pre-training and options."""
 
-    prompted = METHODS[method].prompted
-    return TrainConfig(
-        backbone="vit_test", method=method, data=f"{benchmark}/{TASK}", data_root=str(transfer_data(cache, settings)),
-        out=str(runs), lr=settings.lr, wd=settings.wd, epochs=settings.epochs, batch_size=settings.batch_size,
-        fraction=fraction, num_tokens=(num_tokens or settings.num_tokens) if prompted else None,
-        method_options=tuple(sorted((options or {}).items())), num_classes=len(TRANSFER_CLASSES),
-        weights=str(pretrained_backbone(cache, objective, settings)), pretrained=False, device="cpu",
-        num_workers=0, eval_every=settings.epochs,
-    )
+    method: str
+    runs: str | os.PathLike
+    benchmark: str = "vtab1k"
+    cache: str | os.PathLike | None = None
+    objective: str = "supervised"
+    fraction: float = 1.0
+    num_tokens: int | None = None
+    options: dict[str, Any] | None = None
+    settings: SmokeSettings = DEFAULT
+
+    def config(self) -> Any:
+        """The TrainConfig every run of this job starts from (lr, wd and seed are the smoke settings')."""
+        from vapt.run.config import TrainConfig
+
+        settings, prompted = self.settings, METHODS[self.method].prompted
+        return TrainConfig(
+            backbone="vit_test", method=self.method, data=f"{self.benchmark}/{TASK}",
+            data_root=str(transfer_data(self.cache, settings)), out=str(self.runs), lr=settings.lr, wd=settings.wd,
+            epochs=settings.epochs, batch_size=settings.batch_size, fraction=self.fraction,
+            num_tokens=(self.num_tokens or settings.num_tokens) if prompted else None,
+            method_options=tuple(sorted((self.options or {}).items())), num_classes=len(TRANSFER_CLASSES),
+            weights=str(pretrained_backbone(self.cache, self.objective, settings)), pretrained=False, device="cpu",
+            num_workers=0, eval_every=settings.epochs,
+        )
 
 
-def sweep_method(
-    method: str,
-    runs: str | os.PathLike,
-    benchmark: str = "vtab1k",
-    cache: str | os.PathLike | None = None,
-    objective: str = "supervised",
-    fraction: float = 1.0,
-    num_tokens: int | None = None,
-    options: dict[str, Any] | None = None,
-    settings: SmokeSettings = DEFAULT,
-) -> list[dict[str, Any]]:
-    """Run the paper's protocol (`vapt.run.sweep.sweep`: grid on validation, final seeds) on the digits task."""
+def sweep_method(method: str, runs: str | os.PathLike, benchmark: str = "vtab1k", **job: Any) -> list[dict[str, Any]]:
+    """Run the paper's protocol (`vapt.run.sweep.sweep`: grid on validation, final seeds) on the digits task.
+
+    `job`: the other fields of `SmokeJob` (cache, objective, fraction, num_tokens, options, settings).
+    """
     from vapt.run.sweep import sweep
 
     use_threads()
-    base = _base_config(method, runs, benchmark, cache, objective, fraction, num_tokens, options, settings)
-    grid = settings.full_grid if method == "full" else settings.prompt_grid
+    spec = SmokeJob(method, runs, benchmark, **job)
+    base, settings = spec.config(), spec.settings
+    grid = settings.full_grid if METHODS[method].trains_backbone else settings.prompt_grid
     return sweep(base, [base.data], grid=grid, seeds=settings.seeds, launcher=_InProcess(folder=str(runs)))
 
 
-def train_method(
-    method: str,
-    runs: str | os.PathLike,
-    benchmark: str = "vtab1k",
-    cache: str | os.PathLike | None = None,
-    objective: str = "supervised",
-    fraction: float = 1.0,
-    num_tokens: int | None = None,
-    options: dict[str, Any] | None = None,
-    settings: SmokeSettings = DEFAULT,
-) -> list[dict[str, Any]]:
-    """Final runs only (train800val200 -> test, or FGVC train -> val/test) at the fixed smoke lr and wd."""
+def train_method(method: str, runs: str | os.PathLike, benchmark: str = "vtab1k", **job: Any) -> list[dict[str, Any]]:
+    """Final runs only (train800val200 -> test, or FGVC train -> val/test) at the fixed smoke lr and wd.
+
+    `job`: the other fields of `SmokeJob` (cache, objective, fraction, num_tokens, options, settings).
+    """
     from vapt.run.config import run_dir
     from vapt.run.record import RECORD_NAME, RunRecord
     from vapt.run.sweep import TaskPlan, is_run_done
 
     use_threads()
-    base = _base_config(method, runs, benchmark, cache, objective, fraction, num_tokens, options, settings)
+    spec = SmokeJob(method, runs, benchmark, **job)
+    base, settings = spec.config(), spec.settings
     plan = TaskPlan.for_task(base, base.data)
     configs = [plan.final_config(settings.lr, settings.wd, seed) for seed in settings.seeds]
     todo = [c for c in configs if not is_run_done(c)]
@@ -225,20 +226,20 @@ class _quiet:
 
 # ----------------------------------------------------------------------------------- experiments
 def main_results(cache: str | os.PathLike | None = None, settings: SmokeSettings = DEFAULT,
-                 methods: Sequence[str] = ("linear", "full", "vpt_shallow", "vpt_deep", "vapt")) -> Path:
-    """T1 at toy scale: every method on the VTAB-layout digits task; returns the runs folder."""
+                 methods: Sequence[str] | None = None) -> Path:
+    """T1 at toy scale: every registered method (or `methods`) on the VTAB-layout digits task; the runs folder."""
     runs = runs_dir("main", cache, settings)
-    for method in methods:
-        sweep_method(method, runs, "vtab1k", cache, settings=settings)
+    for method in tuple(METHODS) if methods is None else methods:
+        sweep_method(method, runs, "vtab1k", cache=cache, settings=settings)
     return runs
 
 
 def self_supervised(cache: str | os.PathLike | None = None, settings: SmokeSettings = DEFAULT,
-                    methods: Sequence[str] = ("vpt_shallow", "vpt_deep", "vapt")) -> Path:
-    """T2 at toy scale: prompt methods on a backbone pre-trained without labels (rotation prediction)."""
+                    methods: Sequence[str] | None = None) -> Path:
+    """T2 at toy scale: prompted methods on a backbone pre-trained without labels (rotation prediction)."""
     runs = runs_dir("self_supervised", cache, settings)
-    for method in methods:
-        sweep_method(method, runs, "vtab1k", cache, objective="rotation", settings=settings)
+    for method in prompted_methods() if methods is None else methods:
+        sweep_method(method, runs, "vtab1k", cache=cache, objective="rotation", settings=settings)
     return runs
 
 
@@ -248,7 +249,7 @@ def low_data(cache: str | os.PathLike | None = None, settings: SmokeSettings = D
     runs = runs_dir("low_data", cache, settings)
     for method in methods:
         for fraction in settings.fractions:
-            train_method(method, runs, "fgvc", cache, fraction=fraction, settings=settings)
+            train_method(method, runs, "fgvc", cache=cache, fraction=fraction, settings=settings)
     return runs
 
 
@@ -257,17 +258,17 @@ def ablations(cache: str | os.PathLike | None = None, settings: SmokeSettings = 
     """A-len / A-kernel / A-parts at toy scale (fixed lr/wd): VAPT's prompt length, kernel size, parts removed."""
     runs = runs_dir("ablations", cache, settings)
     for length in lengths:
-        train_method("vapt", runs, "vtab1k", cache, num_tokens=length, settings=settings)
+        train_method("vapt", runs, "vtab1k", cache=cache, num_tokens=length, settings=settings)
     for kernel in kernels:
         if kernel != 2:
-            train_method("vapt", runs, "vtab1k", cache, options={"kernel_size": kernel}, settings=settings)
+            train_method("vapt", runs, "vtab1k", cache=cache, options={"kernel_size": kernel}, settings=settings)
     for options in ({"conv": False}, {"projector": False}):
-        train_method("vapt", runs, "vtab1k", cache, options=options, settings=settings)
+        train_method("vapt", runs, "vtab1k", cache=cache, options=options, settings=settings)
     return runs
 
 
 def efficiency(cache: str | os.PathLike | None = None, settings: SmokeSettings = DEFAULT,
-               methods: Sequence[str] = ("linear", "full", "vpt_shallow", "vpt_deep", "vapt")) -> Path:
+               methods: Sequence[str] | None = None) -> Path:
     """E at toy scale: `vapt.run.bench` on the tiny ViT (CPU); returns the CSV (measured once, then cached)."""
     from vapt.run.bench import BenchSettings, run_bench, write_csv
 
@@ -275,7 +276,7 @@ def efficiency(cache: str | os.PathLike | None = None, settings: SmokeSettings =
     if not path.is_file():
         table = run_bench(BenchSettings(backbone="vit_test", batch=settings.batch_size, steps=3,
                                         num_tokens=settings.num_tokens, num_classes=len(TRANSFER_CLASSES)),
-                          list(methods))
+                          list(METHODS if methods is None else methods))
         write_csv(table, path)
     return path
 
@@ -352,7 +353,6 @@ __all__ = [
     "CACHE_ENV",
     "SMOKE_LABEL",
     "THEORY_LABEL",
-    "TASK",
     "SmokeSettings",
     "ablations",
     "EXPERIMENTS",
@@ -364,12 +364,10 @@ __all__ = [
     "low_data",
     "main_results",
     "pretrained_backbone",
-    "pretraining_summary",
     "runs_dir",
     "self_supervised",
     "sweep_method",
     "train_method",
-    "use_threads",
     "theory_quick",
     "transfer_data",
 ]

@@ -26,9 +26,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from vapt.config import METHODS, prompted_methods  # noqa: E402
 from vapt.io import atomic_path  # noqa: E402
-from vapt.report.frame import ABLATION_OPTIONS, matches, setting_key, with_options  # noqa: E402
-from vapt.report.paper import MAIN_BACKBONE, T1_METHODS, TASK_TITLES, method_colour, method_label  # noqa: E402
+from vapt.report.frame import matches, setting_key, with_options  # noqa: E402
+from vapt.report.paper import MAIN_BACKBONE, TASK_TITLES, method_colour, method_label, method_order  # noqa: E402
 
 PAPER_STYLE = dict(linestyle="--", alpha=0.8)
 SCALE_BACKBONES: tuple[str, ...] = ("vit_b16_in21k", "vit_l16_in21k", "vit_h14_in21k")
@@ -91,6 +92,14 @@ def task_title(task: str, source: DataSource | None) -> str:
     return TASK_TITLES.get(task, task)
 
 
+def _with_runs(tasks: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
+    """`methods`, or the registered prompted methods with rows in `tasks` (VPT-deep and VAPT when none has)."""
+    if methods is not None:
+        return list(methods)
+    ran = set(tasks["method"]) if "method" in tasks.columns else set()
+    return [m for m in prompted_methods() if m in ran] or ["vpt_deep", "vapt"]
+
+
 def _label(method: str) -> str:
     return method_label(method)
 
@@ -104,25 +113,23 @@ def _paper_fraction(metric: str) -> float:
     return float(match.group(1)) if match else np.nan
 
 
-def default_options(records: pd.DataFrame) -> pd.DataFrame:
-    """Rows with the default VAPT options (every run that is not an ablation)."""
-    return with_options(records, ABLATION_OPTIONS)
-
-
 # ------------------------------------------------------------------------------------ low data
 def low_data_figure(
     tasks: pd.DataFrame,
     paper: pd.DataFrame,
-    methods: Sequence[str] = ("vpt_deep", "vapt"),
+    methods: Sequence[str] | None = None,
     source: DataSource | None = None,
 ) -> plt.Figure:
-    """Top-1 vs training fraction (log x), VAPT vs VPT; the paper's Stanford Dogs curve in its own panel.
+    """Top-1 vs training fraction (log x) per method; the paper's Stanford Dogs curve in its own panel.
+
+    `methods` defaults to every registered prompted method (those without runs are left out).
 
     `tasks` is a task table with a `fraction` column; the task with most fractions (Stanford Dogs when
     present) is drawn. When ours is the paper's setting, the paper's curve is also drawn dashed on ours.
     """
     if "fraction" not in tasks.columns:
         raise NotDrawable("the task table has no fraction column")
+    methods = _with_runs(tasks, methods)
     ours = tasks[tasks["method"].isin(methods) & tasks["fraction"].notna()]
     counts = ours.groupby(["backbone", "benchmark", "task"])["fraction"].nunique()
     counts = counts[counts >= 2]
@@ -165,15 +172,16 @@ def _curve(ax: plt.Axes, frame: pd.DataFrame, value: str, err: str | None, metho
 def scale_figure(
     tasks: pd.DataFrame,
     paper: pd.DataFrame,
-    methods: Sequence[str] = ("vpt_deep", "vapt"),
+    methods: Sequence[str] | None = None,
     source: DataSource | None = None,
 ) -> plt.Figure:
-    """VPT vs VAPT bars per backbone (ViT-B/L/H in the paper), paper panel beside ours."""
+    """Bars per backbone (ViT-B/L/H in the paper) and prompted method (default: every registered one that ran)."""
+    methods = _with_runs(tasks, methods)
     ours = tasks[tasks["method"].isin(methods)]
     if "fraction" in ours.columns:
         ours = ours[ours["fraction"].isna() | np.isclose(ours["fraction"].astype(float), 1.0)]
     if ours.empty:
-        raise NotDrawable("no VPT/VAPT runs")
+        raise NotDrawable(f"no runs of {', '.join(methods)}")
     spread = ours.groupby(["benchmark", "task"]).agg(backbones=("backbone", "nunique"), rows=("mean", "size"))
     spread["cub"] = [key == ("fgvc", "cub") for key in spread.index]
     benchmark, task = spread.sort_values(["cub", "backbones", "rows"], ascending=False).index[0]
@@ -299,12 +307,12 @@ def ablation_rows(tasks: pd.DataFrame, varied: Sequence[str],
                   methods: Sequence[str] = ("vapt",)) -> pd.DataFrame | None:
     """Rows of an ablation that varies `varied`, every other setting held at the varied runs' values.
 
-    Missing option values are filled with VAPT's defaults; None when fewer than two settings ran.
+    Missing option values are filled with the methods' defaults; None when fewer than two settings ran.
     """
     frame = tasks[tasks["method"].isin(methods)]
     if frame.empty or not set(varied) & set(frame.columns):
         return None
-    defaults = {**ABLATION_OPTIONS}
+    defaults = {k: v for m in methods if m in METHODS for k, v in METHODS[m].default_options().items()}
     frame = frame.copy()
     for column in varied:
         if column in defaults:
@@ -386,7 +394,7 @@ def efficiency_figure(bench: pd.DataFrame, paper: pd.DataFrame, source: DataSour
     metrics = [m for m in BENCH_METRICS if m in bench.columns and bench[m].notna().any()]
     if bench.empty or "method" not in bench.columns or not metrics:
         raise NotDrawable("the benchmark CSV has no rows or no known columns")
-    order = [m for m in (*T1_METHODS, "gatevpt") if m in set(bench["method"])]
+    order = [m for m in method_order() if m in set(bench["method"])]
     order += [m for m in dict.fromkeys(bench["method"]) if m not in order]
     frame = bench.groupby("method").mean(numeric_only=True).reindex(order)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)

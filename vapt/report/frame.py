@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vapt.config import VAPTConfig
+from vapt.config import METHODS
 from vapt.data import CUSTOM_GROUP, FGVC_DATASETS, VTAB_TASKS
 from vapt.errors import DataLayoutError
 from vapt.run.record import FINISHED, RunRecord, scan_records
@@ -23,31 +23,17 @@ COLUMNS: tuple[str, ...] = (
     "prompt_params", "head_params", "backbone_params", "weights", "wall_time_s", "path",
 )
 
-# VAPT options varied by the ablations; read from each run's result.json when the records lack them.
-ABLATION_OPTIONS: dict[str, Any] = {
-    name: getattr(VAPTConfig(), name)
-    for name in (
-        "kernel_size",
-        "padding",
-        "conv",
-        "shared_kernel",
-        "projector",
-        "shared_projector",
-        "projector_dim",
-        "activation",
-        "static_depth",
-    )
-}
-CELL_KEYS: tuple[str, ...] = (
-    "backbone",
-    "method",
-    "benchmark",
-    "group",
-    "task",
-    "fraction",
-    "num_tokens",
-    *ABLATION_OPTIONS,
-)
+SETTING_KEYS: tuple[str, ...] = ("backbone", "method", "benchmark", "group", "task", "fraction", "num_tokens")
+
+
+def ablation_options() -> tuple[str, ...]:
+    """The method options varied by ablations, of every registered method (each method's spec names its own)."""
+    return tuple(dict.fromkeys(name for spec in METHODS.values() for name in spec.ablations))
+
+
+def cell_key_columns() -> tuple[str, ...]:
+    """Every column that can tell one table cell from another: the settings and the ablation options."""
+    return (*SETTING_KEYS, *ablation_options())
 
 
 def _group(benchmark: str, task: str) -> str:
@@ -90,7 +76,7 @@ def load_results(runs_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def load_records(runs_dir: str | os.PathLike) -> pd.DataFrame:
-    """Long-format result records of every run under `runs_dir`, with the VAPT ablation options added."""
+    """Long-format result records of every run under `runs_dir`, with the methods' ablation options added."""
     runs_dir = Path(runs_dir)
     records = load_results(runs_dir)
     options = run_options(runs_dir)
@@ -106,7 +92,7 @@ def run_options(runs_dir: str | os.PathLike) -> pd.DataFrame:
     rows = []
     runs_dir = Path(runs_dir)
     for path, record in scan_records(runs_dir, warn=False):
-        found = _find_keys([record.method_config, record.config], ABLATION_OPTIONS)
+        found = _find_keys([record.method_config, record.config], ablation_options())
         if found:
             run_id = record.run_id or path.parent.relative_to(runs_dir).as_posix()
             rows.append({"run_id": run_id, **found})
@@ -139,11 +125,24 @@ def completed(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def main_records(records: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the main setting: full training data and the default VAPT options (no ablations)."""
+    """Rows of the main setting: full training data and each method's default options (no ablations)."""
     frame = records
     if "fraction" in frame.columns:
         frame = frame[frame["fraction"].isna() | np.isclose(frame["fraction"].astype(float), 1.0)]
-    return with_options(frame, ABLATION_OPTIONS).copy()
+    return default_options(frame).copy()
+
+
+def default_options(records: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose ablation options are their method's defaults (or missing); methods not registered are kept."""
+    if records.empty or "method" not in records.columns:
+        return records
+    keep = pd.Series(True, index=records.index)
+    for method, spec in METHODS.items():
+        rows = records["method"] == method
+        if spec.ablations and rows.any():
+            kept = with_options(records[rows], spec.default_options()).index
+            keep &= ~rows | records.index.isin(kept)
+    return records[keep]
 
 
 def with_options(frame: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
@@ -156,7 +155,7 @@ def with_options(frame: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
 
 def cell_keys(records: pd.DataFrame, select_over: Sequence[str]) -> list[str]:
     """The columns that tell one table cell from another (every setting except those selected over)."""
-    return [k for k in CELL_KEYS if k in records.columns and k not in select_over]
+    return [k for k in cell_key_columns() if k in records.columns and k not in select_over]
 
 
 def setting_key(frame: pd.DataFrame, keys: list[str]) -> pd.Series:

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from vapt.config import prompted_methods
 from vapt.data import build_dataset, parse_data
 from vapt.report.paper import method_label
-from vapt.report.runs import find_model_runs, finished_runs, load_run_model, model_runs, run_config
+from vapt.report.runs import best_runs, load_run_model, model_runs, run_config
 
 GRADCAM_TASKS: tuple[str, ...] = ("sun397", "svhn", "resisc45", "clevr_count", "kitti")
 
@@ -59,13 +60,19 @@ def gradcam_maps(model: Any, images: Any, eigen_smooth: bool = True, aug_smooth:
 
 
 def gradcam_from_runs(runs: str | os.PathLike, images: int = 5,
-                      methods: Sequence[str] = ("vpt_deep", "vapt")) -> GradcamData | None:
-    """Inputs and Grad-CAM maps of finished runs, for the grid of input / VPT / VAPT rows.
+                      methods: Sequence[str] | None = None) -> GradcamData | None:
+    """Inputs and Grad-CAM maps of finished runs, for the grid of an input row and one row per method.
+
+    `methods` defaults to the registered prompted methods that have finished runs (the paper's figure
+    shows VPT-deep and VAPT).
 
     Columns are one test image per task of the paper's grid (Sun397, SVHN, Resisc45, Clevr-count, KITTI)
     where at least two of them have VPT and VAPT runs on one backbone; otherwise `images` test images
     of the one task that has both. None when no task has finished runs of every method.
     """
+    if methods is None:
+        ran = {m for by_method in best_runs(runs, prompted_methods()).values() for m in by_method}
+        methods = [m for m in prompted_methods() if m in ran]
     found = model_runs(runs, methods)
     if not found:
         return None
@@ -122,12 +129,8 @@ def load_run_images(run_dir: str | os.PathLike, count: int = 5, split: str = "te
 __all__ = [
     "GRADCAM_TASKS",
     "GradcamData",
-    "find_model_runs",
-    "finished_runs",
     "gradcam_from_runs",
     "gradcam_maps",
     "load_run_images",
-    "load_run_model",
-    "model_runs",
     "vit_reshape_transform",
 ]

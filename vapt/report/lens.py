@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from vapt.errors import ConfigError
+from vapt.errors import ConfigError, check_positive_int
 
 QUERY_KINDS: tuple[str, ...] = ("cls", "patch")
 GATE_COLUMNS: tuple[str, ...] = (
@@ -185,8 +185,7 @@ def _check_images(images: Tensor, layout: LensLayout) -> None:
 def _run_with_hooks(model: nn.Module, layout: LensLayout, images: Tensor, batch_size: int, collect) -> None:
     """Run `model` over `images` in batches; `collect(index, block input, attn, attn input)` sees every block."""
     _check_images(images, layout)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     param = next(model.parameters())
     block_inputs: dict[int, Tensor] = {}
     expected_length = [layout.num_prefix_tokens + n + layout.num_patches for n in layout.prompt_tokens]

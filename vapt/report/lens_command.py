@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vapt import DOCS_HELP
-from vapt.errors import ConfigError, DataLayoutError
+from vapt.cli import DOCS_HELP
+from vapt.config import prompted_methods
+from vapt.errors import ConfigError, DataLayoutError, check_positive_int
 from vapt.models.backbones import is_swin_backbone
 from vapt.report.figures import DataSource, save_figure, set_style
 from vapt.report.lens import DEPENDENCE_COLUMNS, gate_mass, lens_layout, num_prompt_tokens, prompt_dependence
@@ -103,8 +104,7 @@ def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLi
     """
     from vapt.run.train import resolve_device
 
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ConfigError(f"--images must be a positive integer, got {images!r}")
+    check_positive_int("--images", images)
     target = resolve_device(device)
     loaded = [load_run(folder) for folder in run_dirs]  # every run is checked before any is measured
     frames = []
@@ -128,15 +128,17 @@ def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLi
     return table[list(RUN_COLUMNS) + [c for c in table.columns if c not in RUN_COLUMNS]]
 
 
-def find_lens_runs(runs: str | os.PathLike, methods: Sequence[str] = ("vpt_shallow", "vpt_deep", "vapt"),
+def find_lens_runs(runs: str | os.PathLike, methods: Sequence[str] | None = None,
                    tasks: Sequence[str] | None = None, backbone: str | None = None) -> dict[str, list[Path]]:
     """Dataset -> one run folder per method (in `methods` order) for the lens, found under `runs`.
 
     Candidates are finished runs with `trainable.pt`, on the full training data with default method
     options, evaluated on `test` (the protocol's final runs); per method the best test top-1 is taken
     (`vapt.report.runs.best_runs`). `tasks` (e.g. `cifar`) and `backbone` narrow the search (give
-    `backbone` when runs of several backbones share a dataset).
+    `backbone` when runs of several backbones share a dataset). `methods` defaults to every registered
+    prompted method.
     """
+    methods = prompted_methods() if methods is None else tuple(methods)
     found = best_runs(runs, methods, splits=("test",))
     chosen: dict[str, list[Path]] = {}
     for (run_backbone, data), by_method in sorted(found.items(), key=lambda item: (item[0][1], item[0][0])):
@@ -217,11 +219,13 @@ def smoke_summary(cache: str | os.PathLike | None = None, images: int = 256) -> 
     The runs are made or reused by `vapt.paper.smoke` (`cache`: its cache folder), as notebook 09 does in
     smoke mode; the images are the task's test split, measured on the CPU with one thread.
     """
-    from vapt.paper import catalog, smoke
+    from vapt.config import prompted_methods
+    from vapt.paper import smoke
+    from vapt.paper.digits import use_threads
 
-    runs = smoke.main_results(cache, methods=catalog.LENS_METHODS)
-    smoke.use_threads()
-    found = find_lens_runs(runs, catalog.LENS_METHODS)
+    runs = smoke.main_results(cache, methods=prompted_methods())
+    use_threads()
+    found = find_lens_runs(runs)
     if len(found) != 1:
         raise ConfigError(f"expected the smoke runs of one task under {runs}, found {sorted(found) or 'none'}")
     (folders,) = found.values()

@@ -18,7 +18,7 @@ from vapt.config import METHODS
 from vapt.data.fgvc import FGVC_DATASETS, FGVC_TITLES
 from vapt.data.vtab import VTAB_GROUPS, VTAB_TASKS
 from vapt.errors import ConfigError
-from vapt.report.frame import CELL_KEYS
+from vapt.report.frame import cell_key_columns
 
 MAIN_BACKBONE = "vit_b16_in21k"
 GROUPS: tuple[str, ...] = (*VTAB_GROUPS, "fgvc")
@@ -65,12 +65,13 @@ PAPER_METHOD_LABELS: dict[str, str] = {  # methods the paper compares with that 
 }
 PAPER_METHOD_COLOURS: dict[str, str] = {"e2vpt": "#9467bd", "gatevpt": "#2ca02c"}
 OTHER_COLOUR = "#17becf"
-METHOD_LABELS: dict[str, str] = {**{name: spec.label for name, spec in METHODS.items()}, **PAPER_METHOD_LABELS}
 
 
 def method_label(method: str) -> str:
     """The label of a method in tables and figures (the registry's, or the paper's for methods not here)."""
-    return METHOD_LABELS.get(method, method)
+    if method in METHODS:
+        return METHODS[method].label
+    return PAPER_METHOD_LABELS.get(method, method)
 
 
 def method_colour(method: str) -> str:
@@ -91,6 +92,11 @@ T1_METHODS: tuple[str, ...] = (
     "vapt",
 )
 T2_METHODS: tuple[str, ...] = ("vpt_shallow", "vpt_deep", "gatevpt", "vapt")
+
+
+def method_order() -> tuple[str, ...]:
+    """Methods in table and legend order: the paper's T1 rows, then every other registered method, then T2's."""
+    return tuple(dict.fromkeys((*T1_METHODS, *METHODS, *T2_METHODS)))
 T2_BACKBONES: tuple[str, ...] = ("vit_b16_mae", "vit_b16_mocov3")
 PAPER_FILE = "paper_results.csv"
 
@@ -157,7 +163,7 @@ def paper_vs_ours(
     if "n_seeds" in ours.columns:
         keep.append("n_seeds")
     variant = [
-        k for k in CELL_KEYS if k in ours.columns and k not in keep and ours[k].nunique(dropna=True) > 1
+        k for k in cell_key_columns() if k in ours.columns and k not in keep and ours[k].nunique(dropna=True) > 1
     ]
     ours = ours[[*keep, *variant]].copy()
     theirs = paper[paper["table"].isin(["T1", "T2"])][
@@ -268,7 +274,7 @@ def t1_table(
     full_cells, _ = _paper_row(paper, backbone, "full", table)
     ours_methods = list(dict.fromkeys(tasks["method"])) if not tasks.empty else []
     for method in [*methods, *[m for m in ours_methods if m not in methods]]:
-        label = METHOD_LABELS.get(method, method)
+        label = method_label(method)
         cells, statuses = _paper_row(paper, backbone, method, table)
         if cells:
             notes = _derived_paper_cells(cells, full_cells, method)
@@ -333,7 +339,7 @@ def t2_table(
         title = GROUP_TITLES.get(group, group).replace("VTAB-1K ", "")
         return (backbone if backbone in backbones else f"ours: {backbone}", title)
 
-    mine_all = groups[groups["method"].isin(methods) & (groups["group"] != "all")] if not groups.empty else groups
+    mine_all = groups[groups["group"] != "all"] if not groups.empty else groups
     extra = []
     if not mine_all.empty:
         for _, row in mine_all[["backbone", "group"]].drop_duplicates().iterrows():
@@ -346,7 +352,7 @@ def t2_table(
     )
     index, rows = [], []
     for method in [*methods, *[m for m in dict.fromkeys(mine_all.get("method", [])) if m not in methods]]:
-        label = METHOD_LABELS.get(method, method)
+        label = method_label(method)
         cells: dict[tuple[str, str], Any] = {}
         part = paper[(paper["table"] == "T2") & (paper["method"] == method) & (paper["metric"] == "group_mean")]
         for _, row in part.iterrows():

@@ -24,22 +24,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vapt import DOCS_HELP, HelpFormatter
+from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.data.vtab import VTAB_GROUPS
 from vapt.errors import ConfigError
 from vapt.io import check_writable_file, write_text_atomic
 from vapt.report.frame import (
-    ABLATION_OPTIONS,
-    CELL_KEYS,
+    ablation_options,
+    cell_key_columns,
     cell_keys,
     completed,
+    default_options,
     is_missing,
     load_records,
     main_records,
     setting_key,
-    with_options,
 )
-from vapt.report.paper import GROUP_TASKS, T1_METHODS, VTAB_ORDER, paper_results, paper_vs_ours, t1_table, t2_table
+from vapt.report.paper import GROUP_TASKS, VTAB_ORDER, method_order, paper_results, paper_vs_ours, t1_table, t2_table
 from vapt.run.selection import PROTOCOL_SPLITS, select_setting
 
 
@@ -126,7 +126,7 @@ def task_table(
 
 def _sort_tasks(table: pd.DataFrame) -> pd.DataFrame:
     order = {t: i for i, t in enumerate((*VTAB_ORDER, *GROUP_TASKS["fgvc"]))}
-    methods = {m: i for i, m in enumerate((*T1_METHODS, "gatevpt"))}
+    methods = {m: i for i, m in enumerate(method_order())}
     rank = pd.DataFrame(
         {
             "_m": table["method"].map(methods).fillna(len(methods)),
@@ -165,7 +165,7 @@ def group_table(tasks: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.Da
     columns = ["group", "mean", "n_tasks", "complete", "wins_vs_full", "wins_reference", "tuned_total_pct"]
     if tasks.empty:
         return pd.DataFrame(columns=["backbone", "method", "benchmark", *columns])
-    variant = [k for k in CELL_KEYS if k in tasks.columns and k not in ("benchmark", "group", "task")]
+    variant = [k for k in cell_key_columns() if k in tasks.columns and k not in ("benchmark", "group", "task")]
     reference = full_reference(tasks, paper)
     frame = tasks.merge(reference, on=["backbone", "task"], how="left")
     frame["win"] = np.where(
@@ -323,10 +323,13 @@ def build_tables(records: pd.DataFrame, paper: pd.DataFrame | None = None, split
 
 
 TOP1_COLUMN = "top1 (mean ± population std)"
-TASK_COLUMNS: tuple[str, ...] = (
-    "backbone", "method", "benchmark", "group", "task", "fraction", "num_tokens", *ABLATION_OPTIONS,
-    TOP1_COLUMN, "n_seeds", "lr", "wd", "tuned_total_pct", "selection",
-)
+
+
+def task_columns() -> tuple[str, ...]:
+    """The columns of the per-task table for reading (settings, every method's ablation options, results)."""
+    return (*cell_key_columns(), TOP1_COLUMN, "n_seeds", "lr", "wd", "tuned_total_pct", "selection")
+
+
 GROUP_COLUMNS: tuple[str, ...] = (
     "backbone", "method", "benchmark", "group", "mean", "n_tasks", "complete", "wins_vs_full", "wins_reference",
     "tuned_total_pct",
@@ -336,8 +339,9 @@ GROUP_COLUMNS: tuple[str, ...] = (
 def task_summary(tasks: pd.DataFrame) -> pd.DataFrame:
     """The per-task table for reading: top-1 as `mean ± std`, seeds, chosen lr/wd, Tuned/Total (%)."""
     shown = tasks.assign(**{TOP1_COLUMN: mean_std(tasks)}) if not tasks.empty else tasks
-    varied = [c for c in ("fraction", "num_tokens", *ABLATION_OPTIONS) if c in shown and shown[c].nunique() > 1]
-    keep = [c for c in TASK_COLUMNS if c in shown.columns and (c in varied or c not in CELL_KEYS[5:])]
+    optional = ("fraction", "num_tokens", *ablation_options())
+    varied = [c for c in optional if c in shown and shown[c].nunique() > 1]
+    keep = [c for c in task_columns() if c in shown.columns and (c in varied or c not in optional)]
     return shown[keep].reset_index(drop=True)
 
 
@@ -407,8 +411,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_tasks(records: pd.DataFrame) -> pd.DataFrame:
-    """The task table of the main setting's figures: default VAPT options, chosen over lr, wd and prompt length."""
-    return task_table(with_options(records, ABLATION_OPTIONS), select_over=("lr", "wd", "num_tokens"))
+    """The task table of the main setting's figures: default method options, chosen over lr, wd and prompt length."""
+    return task_table(default_options(records), select_over=("lr", "wd", "num_tokens"))
 
 
 def ablation_tasks(records: pd.DataFrame) -> pd.DataFrame:

@@ -14,10 +14,12 @@ FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` on one forward p
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import json
 import os
+import pickle
 import re
 import socket
 import statistics
@@ -36,9 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from vapt import DOCS_HELP, HelpFormatter, io
-from vapt.config import METHODS
-from vapt.errors import ConfigError
+from vapt import io
+from vapt.cli import DOCS_HELP, HelpFormatter
+from vapt.config import METHODS, register_method
+from vapt.errors import ConfigError, check_positive_int
 from vapt.models.backbones import backbone_spec
 from vapt.models.factory import create_model
 from vapt.models.prompted import PromptedModel, count_parameters
@@ -67,15 +70,11 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         for name in ("batch", "num_tokens", "steps", "num_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ConfigError(f"warmup must be an integer >= 0, got {self.warmup!r}")
-        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
-            raise ConfigError(f"image_size must be a positive integer or None, got {self.image_size!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
+        check_positive_int("image_size", self.image_size, allow_none=True)
+        check_positive_int("threads", self.threads, allow_none=True)
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -278,6 +277,8 @@ def serve() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         method = request["method"]
+        if "spec" in request and method not in METHODS:
+            register_method(pickle.loads(base64.b64decode(request["spec"])))
         if request["cmd"] == "start":
             ours, theirs = socket.socketpair()
             sys.stdout.flush()
@@ -305,6 +306,8 @@ def serve() -> None:
 
 def _ask(server: subprocess.Popen, settings: BenchSettings, method: str, command: str) -> Any:
     request = {"cmd": command, "method": method, "settings": dataclasses.asdict(settings)}
+    if command == "start":  # the method's registration travels with it, so methods registered at run time work
+        request["spec"] = base64.b64encode(pickle.dumps(METHODS[method])).decode("ascii")
     server.stdin.write(json.dumps(request) + "\n")
     server.stdin.flush()
     for line in server.stdout:
@@ -323,9 +326,11 @@ CPU_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}  # freed tensors go
 
 
 def _start_server(extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    # the server imports what this process can import (the modules that define registered methods)
+    path = os.pathsep.join(p for p in sys.path if p)
     return subprocess.Popen([sys.executable, "-c", "from vapt.run.bench import serve; serve()"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, **(extra_env or {})})
+                            env={**os.environ, "PYTHONPATH": path, **(extra_env or {})})
 
 
 def _stop_server(server: subprocess.Popen | None) -> None:

@@ -3,7 +3,7 @@
 Resize mode and precision: records written before these options existed carry neither field; they were
 made with PIL's resize and bf16 autocast, and are read as `resize: pil`, `precision: bf16`
 (`LEGACY_RUN_FIELDS`). The run id marks every other value (`_rstf1`, `_fp32`), so the VTAB-1K default
-`tf1` gets run ids of its own and never takes an older PIL run's place; `record_matches` checks the same
+`tf1` gets run ids of its own and never takes an older PIL run's place; `RunRecord.made_with` checks the same
 fields before an existing record counts as done.
 """
 
@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
+from vapt.config import METHODS
 from vapt.data import parse_data
 from vapt.data.resize import RESIZE_MODES, resolve_resize
 from vapt.data.spec import AUTHORS_HEAD_WIDTHS
-from vapt.errors import ConfigError
+from vapt.errors import ConfigError, check_positive_int
 from vapt.run.record import LEGACY_RUN_FIELDS
 
 PAPER_EPOCHS = 100
@@ -66,9 +67,7 @@ class TrainConfig:
         """Validate every field and fill the data-dependent defaults (splits, warm-up)."""
         spec = parse_data(self.data, self.num_classes)
         for name in ("epochs", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.wd, (int, float)) and math.isfinite(self.wd) and self.wd >= 0):
@@ -179,13 +178,6 @@ def check_startable(config: TrainConfig, data: bool = False) -> None:
         (vtab_task_dir if task.benchmark == "vtab1k" else fgvc_dataset_dir)(config.data_root, task.task)
 
 
-def record_matches(config: TrainConfig, record_config: dict[str, Any]) -> bool:
-    """Whether a result record's config was made with `config`'s resize mode and precision (missing = legacy)."""
-    config = config.resolved()
-    return all(record_config.get(name, legacy) == getattr(config, name)
-               for name, legacy in LEGACY_RUN_FIELDS.items())
-
-
 def _option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -196,7 +188,8 @@ def _option(text: str) -> tuple[str, Any]:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `sweep` (everything except lr, wd and seed)."""
     parser.add_argument("--backbone", required=True, help="vit_b16_in21k, ..., a timm ViT name, vit_test")
-    parser.add_argument("--method", required=True, help="linear, full, vpt_shallow, vpt_deep or vapt")
+    parser.add_argument("--method", required=True, choices=list(METHODS), metavar="METHOD",
+                        help="one of: " + ", ".join(f"{name} ({spec.label})" for name, spec in METHODS.items()))
     parser.add_argument("--data-root", required=True, help="holds vtab-1k/<task>/ and FGVC <dataset>/")
     parser.add_argument("--out", default="runs", help="runs folder (default: runs)")
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="training epochs")

@@ -39,14 +39,13 @@ from typing import Any
 
 import pandas as pd
 
-from vapt import DOCS_HELP
+from vapt.cli import DOCS_HELP
+from vapt.config import METHODS, prompted_methods
 from vapt.data.check import FGVC_SIZES, VTAB_TEST_SIZES
 from vapt.errors import ConfigError
 from vapt.io import atomic_path, write_text_atomic
+from vapt.run.config import PAPER_EPOCHS
 
-METHODS: tuple[str, ...] = ("linear", "full", "vpt_shallow", "vpt_deep", "vapt")
-T2_METHODS: tuple[str, ...] = ("vpt_shallow", "vpt_deep", "vapt")
-PAPER_EPOCHS = 100
 SYNTHETIC_TASK = "vtab1k/cifar"
 SUMMARY_COLUMNS = ("section", "name", "precision", "recompute", "compile", "images_per_s", "step_time_s",
                    "peak_memory_mb", "t1_gpu_hours", "t2_gpu_hours", "note")
@@ -101,12 +100,17 @@ def _run(command: list[str], log: Path, timed_lines: bool = False) -> tuple[list
     return lines, seconds
 
 
+def check_methods() -> tuple[str, ...]:
+    """The methods the check benchmarks in bf16 and fp32: every registered method."""
+    return tuple(METHODS)
+
+
 def bench_variants(plan: CheckPlan) -> list[dict[str, Any]]:
     """The bench runs of the check: (label, precision, recompute, compile, methods)."""
     variants = [
-        {"precision": "bf16", "recompute": False, "compile": False, "methods": METHODS},
+        {"precision": "bf16", "recompute": False, "compile": False, "methods": check_methods()},
         {"precision": "bf16", "recompute": True, "compile": False, "methods": ("vapt",)},
-        {"precision": "fp32", "recompute": False, "compile": False, "methods": METHODS},
+        {"precision": "fp32", "recompute": False, "compile": False, "methods": check_methods()},
         {"precision": "bf16", "recompute": False, "compile": True, "methods": ("vpt_deep", "vapt")},
     ]
     variants = [v for v in variants if plan.compile or not v["compile"]]
@@ -173,7 +177,7 @@ def run_loader(plan: CheckPlan, data_root: Path, out: Path, log: Path) -> list[d
 
 def sweep_images(method: str) -> dict[str, tuple[float, float]]:
     """Per benchmark of T1: (training images, evaluated images) of one method's whole sweep at 100 epochs."""
-    vtab_grid, fgvc_grid = (16, 16) if method == "full" else (40, 36)
+    vtab_grid, fgvc_grid = (16, 16) if METHODS[method].trains_backbone else (40, 36)
     finals = 5
     vtab_train = len(VTAB_TEST_SIZES) * (vtab_grid * 800 + finals * 1000) * PAPER_EPOCHS
     vtab_eval = sum(vtab_grid * 200 + finals * test for test in VTAB_TEST_SIZES.values()) * PAPER_EPOCHS
@@ -183,14 +187,14 @@ def sweep_images(method: str) -> dict[str, tuple[float, float]]:
 
 
 def projected_hours(method: str, train_images_per_s: float, eval_images_per_s: float) -> tuple[float, float | None]:
-    """Projected GPU-hours of T1 (VTAB-1K + FGVC) and T2 (VTAB-1K on two backbones; None for other methods)."""
+    """Projected GPU-hours of T1 (VTAB-1K + FGVC) and T2 (VTAB-1K on two backbones; None unless prompted)."""
     images = sweep_images(method)
 
     def hours(train: float, evaluated: float) -> float:
         return (train / train_images_per_s + evaluated / eval_images_per_s) / 3600
 
     t1 = hours(*images["vtab1k"]) + hours(*images["fgvc"])
-    t2 = 2 * hours(*images["vtab1k"]) if method in T2_METHODS else None
+    t2 = 2 * hours(*images["vtab1k"]) if method in prompted_methods() else None
     return t1, t2
 
 

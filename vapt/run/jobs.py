@@ -160,7 +160,7 @@ def sweep_progress(configs: Sequence[TrainConfig], elapsed_s: float) -> str:
             record = RunRecord.read_if_present(directory / RECORD_NAME)
         except RecordError:
             record = None
-        if record is not None and record.is_done:
+        if record is not None and record.is_done_for(config):
             done += 1
         elif is_live(directory):
             running += 1

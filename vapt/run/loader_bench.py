@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from vapt import DOCS_HELP
+from vapt.cli import DOCS_HELP
+from vapt.config import METHODS
 from vapt.data import VTAB_SPLITS, build_dataset, parse_data
 from vapt.data.cache import cached_loader
 from vapt.data.resize import RESIZE_MODES, resolve_resize
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="CUDA autocast precision of the training steps (no effect on CPU)")
     parser.add_argument("--backbone", default="vit_tiny_patch16_224",
                         help="model of the data-wait steps (random weights; default vit_tiny_patch16_224)")
-    parser.add_argument("--method", default="vapt", help="method of the data-wait steps (default vapt)")
+    parser.add_argument("--method", default="vapt", choices=list(METHODS), metavar="METHOD",
+                        help=f"method of the data-wait steps, one of {', '.join(METHODS)} (default vapt)")
     parser.add_argument("--num-classes", type=int, default=None, help="for datasets outside the registries")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per path (0: skip)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's)")

@@ -1,4 +1,4 @@
-"""`RunRecord`: the one owner of a run's `result.json` (schema, writing, reading, validation, is_done).
+"""`RunRecord`: the one owner of a run's `result.json` (schema, writing, reading, validation, is_done_for).
 
 Every other module reads and writes result records through this class. A record carries a schema
 version; records without one were written before the field existed and have the same layout
@@ -64,6 +64,15 @@ class RunRecord:
         """Finished, or failed for good (non-finite loss): such a run is not run again."""
         return self.status == FINISHED or self.failure == NON_FINITE
 
+    def made_with(self, config: Any) -> bool:
+        """Whether this run was made with the resize mode and precision of `config` (a `TrainConfig`)."""
+        resolved = config.resolved()
+        return all(self.config.get(name) == getattr(resolved, name) for name in LEGACY_RUN_FIELDS)
+
+    def is_done_for(self, config: Any) -> bool:
+        """The answer to "is the run of `config` done?": `is_done`, and made with its resize mode and precision."""
+        return self.is_done and self.made_with(config)
+
     def score(self, split: str) -> float | None:
         """The last-epoch top-1 (%) on `split`, or None."""
         return self.final.get(split)
@@ -120,24 +129,6 @@ class RunRecord:
         """The record in `path`, or None when there is no file (a bad file still raises RecordError)."""
         return cls.read(path) if Path(path).is_file() else None
 
-    # read access by key, as for the JSON object (record["final"], "error" in record, record.get(...))
-    def __getitem__(self, key: str) -> Any:
-        data = self.to_dict()
-        if key not in data:
-            raise KeyError(key)
-        return data[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.to_dict()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The JSON field `key`, or `default`."""
-        return self.to_dict().get(key, default)
-
-
-def is_done(record: RunRecord | None) -> bool:
-    """Whether a run needs no more work (see `RunRecord.is_done`); None (no record) is not done."""
-    return record is not None and record.is_done
 
 
 def record_paths(runs_dir: str | os.PathLike) -> Iterator[Path]:
@@ -170,7 +161,6 @@ __all__ = [
     "STATUSES",
     "RecordError",
     "RunRecord",
-    "is_done",
     "record_paths",
     "scan_records",
 ]

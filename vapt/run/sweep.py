@@ -32,21 +32,13 @@ from typing import Any
 
 import pandas as pd
 
-from vapt import DOCS_HELP, HelpFormatter
+from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
 from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
 from vapt.io import check_writable_dir, write_json_atomic
 from vapt.run import stopping
-from vapt.run.config import (
-    TrainConfig,
-    add_run_arguments,
-    check_startable,
-    config_from_args,
-    record_matches,
-    run_dir,
-    run_id,
-)
+from vapt.run.config import TrainConfig, add_run_arguments, check_startable, config_from_args, run_dir, run_id
 from vapt.run.jobs import (  # noqa: F401 - re-exported: the sweep's launching API
     EXECUTORS,
     Launcher,
@@ -144,7 +136,7 @@ def is_run_done(config: TrainConfig) -> bool:
     except RecordError as err:
         print(f"warning: {err}; the run will be trained again", file=sys.stderr)
         return False
-    return record is not None and record.is_done and record_matches(config, record.config)
+    return record is not None and record.is_done_for(config)
 
 
 def unreadable_records(configs: Sequence[TrainConfig]) -> list[RecordError]:
@@ -192,11 +184,11 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
         except RecordError as err:
             unfinished.append(f"{key} ({err})")
             continue
-        if record is not None and record.is_done and record_matches(config, record.config):
+        if record is not None and record.is_done_for(config):
             records[key] = record
         else:
             reason = (record.error or record.status) if record else "no result"
-            if record is not None and not record_matches(config, record.config):
+            if record is not None and not record.made_with(config):
                 reason = (f"its result.json was made with resize {record.config.get('resize')}, precision "
                           f"{record.config.get('precision')}; move it away")
             unfinished.append(f"{key} ({reason})")
@@ -208,15 +200,14 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
     return records
 
 
-def select_best(records: Sequence[RunRecord | dict[str, Any]], split: str) -> RunRecord | dict[str, Any]:
+def select_best(records: Sequence[RunRecord], split: str) -> RunRecord:
     """The finished record with the best last-epoch `split` top-1 (`select_setting`: ties -> larger lr, wd)."""
-    finished = [r for r in records if r.get("status") == "finished" and split in r.get("final", {})]
+    finished = [r for r in records if r.finished and split in r.final]
     if not finished:
         raise SweepError(f"no grid run finished with a {split} score ({len(records)} run(s), all failed)")
-    scores = pd.DataFrame([{"lr": r["config"]["lr"], "wd": r["config"]["wd"], "value": r["final"][split]}
-                           for r in finished])
+    scores = pd.DataFrame([{"lr": r.config["lr"], "wd": r.config["wd"], "value": r.final[split]} for r in finished])
     best = select_setting(scores, ["lr", "wd"])
-    return next(r for r in finished if (r["config"]["lr"], r["config"]["wd"]) == (best["lr"], best["wd"]))
+    return next(r for r in finished if (r.config["lr"], r.config["wd"]) == (best["lr"], best["wd"]))
 
 
 @dataclass(frozen=True)
@@ -254,10 +245,6 @@ def selection_path(plan: TaskPlan, grid: Grid, seed: int) -> Path:
     if "_frac" in splits:
         variant = "_frac" + splits.split("_frac", 1)[1] + variant
     return Path(plan.base.out).joinpath(*parts[:3]) / f"selection_{grid.tag}{variant}.json"
-
-
-def _score(record: dict[str, Any], split: str) -> float | None:
-    return record.get("final", {}).get(split)
 
 
 def sweep(
@@ -311,10 +298,10 @@ def sweep(
         return []
     grid_records = grid_stage("wd" if fast else "all")
     if fast:
-        best_wds = {t: select_best(rs, plans[t].select_split)["config"]["wd"] for t, rs in grid_records.items()}
+        best_wds = {t: select_best(rs, plans[t].select_split).config["wd"] for t, rs in grid_records.items()}
         grid_records = grid_stage("lr", best_wds)
     chosen = {t: select_best(rs, plans[t].select_split) for t, rs in grid_records.items()}
-    finals = {t: [plans[t].final_config(r["config"]["lr"], r["config"]["wd"], s) for s in seeds]
+    finals = {t: [plans[t].final_config(r.config["lr"], r.config["wd"], s) for s in seeds]
               for t, r in chosen.items()}
     final_records = run_stage([c for cs in finals.values() for c in cs], launcher, restart_unreadable)
 
@@ -322,17 +309,17 @@ def sweep(
     for task, plan in plans.items():
         best, sel, rep = chosen[task], plan.select_split, plan.report_split
         runs = [final_records[run_id(c)] for c in finals[task]]
-        scores = [s for s in (_score(r, rep) for r in runs) if s is not None]
+        scores = [s for s in (r.score(rep) for r in runs) if s is not None]
         selection = {
             "task": task, "backbone": base.backbone, "method": base.method, "grid": grids[task].tag,
             "grid_lrs": list(grids[task].lrs), "grid_wds": list(grids[task].wds), "grid_seed": grid_seed,
             "selection_split": sel, "report_split": rep,
-            "grid_runs": [{"run_id": r["run_id"], "lr": r["config"]["lr"], "wd": r["config"]["wd"],
-                           "status": r["status"], f"{sel}_top1": _score(r, sel)} for r in grid_records[task]],
-            "chosen": {"lr": best["config"]["lr"], "wd": best["config"]["wd"], "run_id": best["run_id"],
-                       f"{sel}_top1": _score(best, sel)},
-            "final_runs": [{"run_id": r["run_id"], "seed": r["config"]["seed"], "status": r["status"],
-                            f"{rep}_top1": _score(r, rep)} for r in runs],
+            "grid_runs": [{"run_id": r.run_id, "lr": r.config["lr"], "wd": r.config["wd"],
+                           "status": r.status, f"{sel}_top1": r.score(sel)} for r in grid_records[task]],
+            "chosen": {"lr": best.config["lr"], "wd": best.config["wd"], "run_id": best.run_id,
+                       f"{sel}_top1": best.score(sel)},
+            "final_runs": [{"run_id": r.run_id, "seed": r.config["seed"], "status": r.status,
+                            f"{rep}_top1": r.score(rep)} for r in runs],
             f"{rep}_top1_mean": statistics.fmean(scores) if scores else None,
             "std": "population (ddof 0), as the authors report",
             f"{rep}_top1_std": statistics.pstdev(scores) if scores else None,
@@ -342,8 +329,8 @@ def sweep(
         write_json_atomic(selection_path(plan, grids[task], grid_seed), selection)
         mean, std = selection[f"{rep}_top1_mean"], selection[f"{rep}_top1_std"]
         summary = f"{mean:.2f} ± {std:.2f} over {len(scores)} seed(s)" if scores else "no finished final run"
-        print(f"{task}: chose lr {format(best['config']['lr'], 'g')} wd {format(best['config']['wd'], 'g')} "
-              f"({sel} {_score(best, sel):.2f}); {rep} top-1 {summary}")
+        print(f"{task}: chose lr {format(best.config['lr'], 'g')} wd {format(best.config['wd'], 'g')} "
+              f"({sel} {best.score(sel):.2f}); {rep} top-1 {summary}")
         selections.append(selection)
     return selections
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from vapt import DOCS_HELP, HelpFormatter
+from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
 from vapt.data.cache import cached_run_loaders
@@ -52,13 +52,10 @@ from vapt.io import check_writable_dir, save_torch_atomic
 from vapt.models.backbones import TEST_BACKBONES
 from vapt.run import stopping
 from vapt.run.config import (
-    PAPER_BATCH_SIZE,
-    PAPER_EPOCHS,
     TrainConfig,
     add_run_arguments,
     check_startable,
     config_from_args,
-    record_matches,
     run_dir,
     run_id,
 )
@@ -80,8 +77,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 RESTART_FLAG = "--restart-unreadable"
 UNREADABLE_SUFFIX = ".unreadable"
 
-__all__ = ["PAPER_BATCH_SIZE", "PAPER_EPOCHS", "TrainConfig", "build_optimizer", "build_scheduler", "evaluate",
-           "run_dir", "run_id", "train"]
+__all__ = ["build_optimizer", "build_scheduler", "evaluate", "train"]
 
 
 def learning_rate(config: TrainConfig) -> float:
@@ -292,7 +288,7 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
     except RecordError as err:
         raise RecordError(f"{err}; it is kept in place; pass {RESTART_FLAG} to set it aside and start the run "
                           f"afresh") from None
-    if existing is not None and not record_matches(config, existing.config):
+    if existing is not None and not existing.made_with(config):
         made = ", ".join(f"{k} {existing.config.get(k)}" for k in LEGACY_RUN_FIELDS)
         raise ConfigError(f"{result_path} was made with {made}, not resize {config.resize}, precision "
                           f"{config.precision}; move it away to train this run")

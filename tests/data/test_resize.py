@@ -13,7 +13,7 @@ from vapt.__main__ import main as vapt_main
 from vapt.data import build_transform
 from vapt.data.resize import TF1Resize, resolve_resize, tf1_resize
 from vapt.errors import ConfigError
-from vapt.run.train import TrainConfig, run_id
+from vapt.run.config import TrainConfig, run_id
 
 
 def test_upscale_2x2_to_4x4_by_hand() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +15,19 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
 import vapt.data.images
-from vapt.data import build_dataset, parse_data, write_fixtures
+from tests.conftest import private_copy
+from vapt.data import build_dataset, parse_data
 from vapt.data.cache import CACHE_FOLDER, cached_loader, default_cache_dir, load_split, pool_kind, pool_path
+from vapt.run.config import TrainConfig
 from vapt.run.sweep import Launcher, sweep
-from vapt.run.train import TrainConfig
 
 TF1_BOUND = 0.5 / 255 / 0.225 + 1e-6  # uint8 rounding of a tf1 resize, in normalised units
 
 
-@pytest.fixture(scope="module")
-def fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fixtures")
-    write_fixtures(root, tasks=("vtab1k/cifar", "fgvc/cub"), num_classes=4)
-    return root
-
-
 @pytest.fixture
-def data_root(fixture_root: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    shutil.copytree(fixture_root, root)
-    return root
+def data_root(fixture_roots: Callable[..., Path], tmp_path: Path) -> Path:
+    """A private copy of the cifar + cub fixtures with 4 classes."""
+    return private_copy(fixture_roots(num_classes=4), tmp_path)
 
 
 @pytest.fixture
@@ -125,12 +118,12 @@ def test_no_cache_keeps_the_old_path(data_root: Path, tmp_path: Path, decodes: C
     config = TrainConfig(backbone="vit_test", method="linear", data="vtab1k/cifar", data_root=str(data_root),
                          out=str(tmp_path / "runs"), epochs=2, batch_size=16, device="cpu", lr=1, wd=0, cache=False)
     record = train(config)
-    assert record["status"] == "finished" and record["config"]["cache"] is False
+    assert record.status == "finished" and record.config["cache"] is False
     assert not (data_root / CACHE_FOLDER).exists()
     assert set(decodes.values()) == {2}  # every image of train800 and val200 is decoded again in each epoch
     cached = train(TrainConfig(**{**config.to_dict(), "cache": True, "out": str(tmp_path / "cached"),
                                   "eval_splits": None, "method_options": ()}))
-    assert cached["final"] == record["final"]  # 32 px fixtures: tf1 at the native size is exact
+    assert cached.final == record.final  # 32 px fixtures: tf1 at the native size is exact
 
 
 def _pool_file(data_root: Path) -> Path:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from vapt.data import build_dataset, parse_data, write_fixtures
+from vapt.data import build_dataset, parse_data
 from vapt.errors import ConfigError
 from vapt.report.frame import load_results
 from vapt.report.gradcam import load_run_images
-from vapt.run.config import TrainConfig, record_matches, run_dir, run_id
+from vapt.run.config import TrainConfig, run_dir, run_id
 from vapt.run.record import RECORD_NAME, RunRecord
 from vapt.run.sweep import Launcher, SweepError, is_run_done, run_stage
 from vapt.run.train import train
@@ -22,11 +23,10 @@ from vapt.run.train import train
 NEW_FIELDS = ("resize", "precision", "cache", "cache_dir", "compile")
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fixtures")
-    write_fixtures(root, tasks=("vtab1k/cifar",), num_classes=4)
-    return root
+@pytest.fixture
+def data_root(fixture_roots: Callable[..., Path]) -> Path:
+    """The cifar fixture with 4 classes (read-only)."""
+    return fixture_roots(("vtab1k/cifar",), num_classes=4)
 
 
 def _config(data_root: Path, out: Path, **fields: Any) -> TrainConfig:
@@ -69,7 +69,7 @@ def test_a_record_made_with_another_resize_is_neither_done_nor_overwritten(data_
     pil = _config(data_root, tmp_path / "runs", resize="pil")
     path = _write_record(pil, drop_new_fields=False, resize="tf1")  # e.g. moved by hand into the PIL run's folder
     before = path.read_bytes()
-    assert not record_matches(pil, RunRecord.read(path).config) and not is_run_done(pil)
+    assert not RunRecord.read(path).made_with(pil) and not is_run_done(pil)
     with pytest.raises(ConfigError, match=r"result.json was made with resize tf1, precision bf16, not resize pil"):
         train(pil)
     assert path.read_bytes() == before

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import private_copy
 from vapt.__main__ import main as vapt_main
-from vapt.data import write_fixtures
 from vapt.data.check import VTAB_TEST_SIZES, check_data_root, compare_manifests
 from vapt.data.vtab import VTAB_TASKS
 
 
-@pytest.fixture(scope="module")
-def fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fixtures")
-    write_fixtures(root, tasks=("vtab1k/cifar", "fgvc/cub"), num_classes=3)
-    return root
-
-
 @pytest.fixture
-def data_root(fixture_root: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    shutil.copytree(fixture_root, root)
-    return root
+def data_root(fixture_roots: Callable[..., Path], tmp_path: Path) -> Path:
+    """A private copy of the cifar + cub fixtures with 3 classes."""
+    return private_copy(fixture_roots(num_classes=3), tmp_path)
 
 
 def test_a_clean_copy_reports_sizes_classes_and_missing_tasks(data_root: Path, tmp_path: Path,

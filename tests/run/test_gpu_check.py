@@ -63,10 +63,11 @@ def shared_bench_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
         real_stop(server)
 
 
+@pytest.mark.slow
 def test_smoke_check_writes_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         shared_bench_servers: dict) -> None:
     monkeypatch.setattr(gpu_check_module, "_run", _in_process)
-    monkeypatch.setattr(gpu_check_module, "METHODS", ("linear", "vapt"))
+    monkeypatch.setattr(gpu_check_module, "check_methods", lambda: ("linear", "vapt"))
     plan = dataclasses.replace(CheckPlan.smoke_plan(), compile=False, counts=(16, 8, 8))
     summary = gpu_check(tmp_path / "check", plan=plan)
     on_disk = pd.read_csv(tmp_path / "check" / "summary.csv")
