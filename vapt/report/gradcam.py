@@ -111,7 +111,8 @@ def load_run_images(run_dir: str | os.PathLike, count: int = 5, split: str = "te
     config = run_config(run_dir)
     spec = parse_data(config.data, config.num_classes)
     # the run's own resize mode (records made before the option existed read as PIL, their resize)
-    dataset = build_dataset(spec, config.data_root, split, image_size=config.image_size or 224, resize=config.resize)
+    dataset = build_dataset(spec, config.data_root, split, image_size=config.image_size or 224, resize=config.resize,
+                            decode=config.decode)
     targets = dataset.targets
     chosen: list[int] = []
     for label in dict.fromkeys(targets):

@@ -73,8 +73,9 @@ def run_images(record: RunRecord, data_root: str | os.PathLike | None, split: st
     spec = parse_data(config["data"], config.get("num_classes"))
     if split not in spec.splits:
         raise ConfigError(f"split {split!r} is not one of {spec.name}'s splits: {', '.join(spec.splits)}")
-    # resized as the run's images were (records that predate --resize read as PIL)
-    dataset = build_dataset(spec, data_root, split, image_size=image_size, resize=config.get("resize"))
+    # decoded and resized as the run's images were (records that predate --decode and --resize read as PIL)
+    dataset = build_dataset(spec, data_root, split, image_size=image_size, resize=config.get("resize"),
+                            decode=config.get("decode", "pil"))
     if len(dataset) == 0:
         raise DataLayoutError(f"split {split!r} of {spec.name} under {str(data_root)!r} holds no images")
     chosen = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int))

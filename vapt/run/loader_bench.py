@@ -36,6 +36,7 @@ from vapt.cli import DOCS_HELP
 from vapt.config import METHODS
 from vapt.data import VTAB_SPLITS, build_dataset, parse_data
 from vapt.data.cache import cached_loader
+from vapt.data.images import DECODE_MODES, resolve_decode
 from vapt.data.resize import RESIZE_MODES, resolve_resize
 from vapt.errors import ConfigError
 from vapt.io import atomic_path
@@ -137,12 +138,15 @@ def run_loader_bench(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, 
         raise ConfigError(f"--device {args.device} requested but CUDA is not available on this machine")
     resize = resolve_resize(spec.benchmark, args.resize)
     train = spec.benchmark == "fgvc" and args.split == "train"
-    dataset = build_dataset(spec, args.data_root, args.split, args.image_size, train=train, resize=resize)
+    decode = resolve_decode(spec.benchmark, args.decode)
+    dataset = build_dataset(spec, args.data_root, args.split, args.image_size, train=train, resize=resize,
+                            decode=decode)
     workers = args.num_workers if args.num_workers is not None else (
         0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
     cold = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0),
                       num_workers=workers, pin_memory=device.type == "cuda")
     settings: dict[str, Any] = {"data": spec.name, "split": args.split, "images": len(dataset), "resize": resize,
+                                "decode": decode,
                                 "image_size": args.image_size, "batch_size": args.batch_size, "device": str(device),
                                 "workers": workers, "torch_threads": torch.get_num_threads(),
                                 "load_average_before": os.getloadavg()}
@@ -182,7 +186,8 @@ def format_loader_report(table: pd.DataFrame, settings: dict[str, Any], syntheti
     after = ", ".join(f"{v:.2f}" for v in settings["load_average_after"])
     lines = [
         f"{settings['data']}{label}, split {settings['split']} ({settings['images']} images), "
-        f"{settings['image_size']} px, resize {settings['resize']}, batch {settings['batch_size']}, "
+        f"{settings['image_size']} px, decode {settings['decode']}, resize {settings['resize']}, "
+        f"batch {settings['batch_size']}, "
         f"{settings['device']}, {settings['workers']} loader workers, {settings['torch_threads']} torch threads",
         f"cache build (decode + resize once): {settings['cache_build_s']:.2f} s",
         "",
@@ -206,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default=None, help="split to read (default: train800 / train)")
     parser.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
     parser.add_argument("--resize", choices=RESIZE_MODES, default=None, help="default: tf1 (VTAB-1K), pil (FGVC)")
+    parser.add_argument("--decode", choices=DECODE_MODES, default=None, help="default: tfds (VTAB-1K), pil (FGVC)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=None, help="cold-path workers (default: as train)")
     parser.add_argument("--cache-dir", default=None, help="cache folder (default: a fresh temporary folder)")

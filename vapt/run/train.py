@@ -6,10 +6,11 @@ a cosine to 0 over the remaining T - w epochs (as the authors'), stepped once pe
 CosineLRScheduler. Warm-up lasts 10 epochs for the paper's 100; for other run lengths it is min(10,
 epochs // 10) unless `warmup_epochs` is given. Weight decay applies to every trainable parameter except
 the head bias. CUDA runs use bf16 autocast (`--precision fp32` turns it off), CPU runs fp32. VTAB-1K
-images are resized with TensorFlow v1's bilinear rule by default (`--resize`), and preprocessed images
-come from a uint8 cache built on first use (`--no-cache`: decode every epoch). Runs made before
-`--resize` and `--precision` existed used PIL's resize and bf16 and are read so; the run id marks any
-other value (`_rstf1`, `_fp32`), so a `tf1` run never takes an older PIL run as done.
+images are decoded as TensorFlow Datasets does (`--decode`) and resized with TensorFlow v1's bilinear rule
+(`--resize`) by default, and preprocessed images come from a uint8 cache built on first use (`--no-cache`:
+decode every epoch). Runs made before `--resize`, `--precision` and `--decode` existed used PIL's resize,
+bf16 and PIL's decoding and are read so; the run id marks any other value (`_rstf1`, `_fp32`, `_dctfds`),
+so a `tf1` or `tfds` run never takes an older PIL run as done.
 
 Each epoch writes `<out>/<run id>/checkpoint.pt` (trainable parameters, optimizer, scheduler and
 RNG states); the same command resumes from it, and the data order depends only on (seed, epoch),
@@ -47,7 +48,8 @@ from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
 from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
 from vapt.data.cache import cached_run_loaders
-from vapt.errors import CheckpointError, ConfigError, load_failure
+from vapt.data.check import run_data_warnings
+from vapt.errors import CheckpointError, ConfigError, OutputError, load_failure, write_failure
 from vapt.io import check_writable_dir, save_torch_atomic
 from vapt.models.backbones import TEST_BACKBONES
 from vapt.run import stopping
@@ -266,6 +268,12 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
                                         where="while building the run")
         _record_failure(config, directory / RECORD_NAME, message)
         raise OutOfMemory(f"{run_id(config)}: {message}; recorded as failed in {directory / RECORD_NAME}") from None
+    except OSError as err:
+        failure = write_failure(err, "run output")
+        if failure is None:
+            raise
+        raise OutputError(f"{failure}; files written before are intact: free space (or choose another --out) and "
+                          f"run the same command to resume") from None
     finally:
         remove_if_unused(directory, created)
         lock.release()
@@ -290,8 +298,8 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
                           f"afresh") from None
     if existing is not None and not existing.made_with(config):
         made = ", ".join(f"{k} {existing.config.get(k)}" for k in LEGACY_RUN_FIELDS)
-        raise ConfigError(f"{result_path} was made with {made}, not resize {config.resize}, precision "
-                          f"{config.precision}; move it away to train this run")
+        wanted = ", ".join(f"{k} {getattr(config, k)}" for k in LEGACY_RUN_FIELDS)
+        raise ConfigError(f"{result_path} was made with {made}, not {wanted}; move it away to train this run")
     if existing is not None and existing.is_done:
         print(f"skipping {run_id(config)}: already {existing.status} ({result_path})")
         return existing
@@ -315,11 +323,15 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
     config = dataclasses.replace(config, image_size=model.image_size, pretrained=pretrained)
 
     train_set: Dataset = build_dataset(spec, config.data_root, config.train_split, config.image_size, True,
-                                       config.resize)
+                                       config.resize, config.decode)
     if config.fraction < 1.0:
         train_set = Subset(train_set, stratified_fraction(train_set.targets, config.fraction, config.seed))
-    eval_sets = {s: build_dataset(spec, config.data_root, s, config.image_size, resize=config.resize)
+    eval_sets = {s: build_dataset(spec, config.data_root, s, config.image_size, resize=config.resize,
+                                  decode=config.decode)
                  for s in config.eval_splits}
+    patch = int(model.backbone.patch_embed.patch_size[0])
+    for warning in run_data_warnings(train_set, eval_sets, config.train_split, patch):
+        print(f"warning: {warning}", file=sys.stderr)
     model.to(device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
@@ -408,7 +420,11 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
                                             config.image_size, model, where=f"in epoch {len(record.epochs) + 1}")
             finish(FAILED, error=message, failure=OUT_OF_MEMORY)
             raise OutOfMemory(f"{record.run_id}: {message}; recorded as failed in {result_path}") from None
-        finish(FAILED, error=f"{type(err).__name__}: {err}", failure="exception")
+        try:
+            finish(FAILED, error=f"{type(err).__name__}: {err}", failure="exception")
+        except OSError as record_err:  # a full or read-only disk takes no record either; the first error says why
+            if write_failure(record_err) is None:
+                raise
         raise
     last = record.epochs[-1]
     record.final = {split: last[f"{split}_top1"] for split in config.eval_splits}
