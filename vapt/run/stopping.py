@@ -53,6 +53,21 @@ def update(text: str) -> None:
         _saved[-1] = text
 
 
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (e.g. a checkpoint write and the note naming it)."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = mask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, previous)
+
+
 def exit_status(err: BaseException | None = None) -> int:
     """128 + the signal number: 143 for SIGTERM, 130 for Ctrl-C (a plain KeyboardInterrupt)."""
     signum = getattr(err, "signum", None) or _state["signum"] or signal.SIGINT
@@ -96,4 +111,4 @@ def install(command: str) -> None:
             signal.signal(signum, _handle)
 
 
-__all__ = ["NOTHING_SAVED", "Stopped", "exit_status", "install", "message", "saving", "say", "update"]
+__all__ = ["NOTHING_SAVED", "Stopped", "deferred", "exit_status", "install", "message", "saving", "say", "update"]

@@ -401,14 +401,15 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
                     row[f"{split}_top1"] = evaluate(model, loader, device, config.precision)
             record.epochs.append(row)
             print(" ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-            save_torch_atomic(checkpoint_path, {
-                "epoch": epoch + 1, "trainable": model.trainable_state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(loader_generator), "epochs": json.dumps(record.epochs),
-                "wall_time_s": elapsed_before + time.perf_counter() - started,
-            })
-            stopping.update(f"epoch {epoch + 1} of {config.epochs} of {record.run_id} is checkpointed in "
-                            f"{checkpoint_path}")
+            with stopping.deferred():  # the stop line names exactly the checkpoint on disk
+                save_torch_atomic(checkpoint_path, {
+                    "epoch": epoch + 1, "trainable": model.trainable_state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(loader_generator), "epochs": json.dumps(record.epochs),
+                    "wall_time_s": elapsed_before + time.perf_counter() - started,
+                })
+                stopping.update(f"epoch {epoch + 1} of {config.epochs} of {record.run_id} is checkpointed in "
+                                f"{checkpoint_path}")
             if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
                 return finish(INTERRUPTED)
     except NonFiniteLoss as err:
