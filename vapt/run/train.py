@@ -62,7 +62,7 @@ from vapt.run.config import (
     run_id,
 )
 from vapt.run.lock import LOCK_NAME, first_missing, remove_if_unused, try_lock
-from vapt.run.memory import OUT_OF_MEMORY, OutOfMemory, is_out_of_memory, out_of_memory_message
+from vapt.run.oom import OUT_OF_MEMORY, OutOfMemory, is_out_of_memory, out_of_memory_message
 from vapt.run.record import (
     FAILED,
     FINISHED,
