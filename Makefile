@@ -1,12 +1,12 @@
 # Quick start: `make demo` runs the main job on CPU defaults; `make test` runs the whole test suite and
-# `make test-fast` the fast lane (every package, without the tests marked slow or slurm).
-# Both create .venv and install the project into it on first use.
+# `make test-fast` the fast lane (every package, without the tests marked slow or slurm); `make lab` opens the
+# notebooks in JupyterLab. Each creates .venv and installs the project into it on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint smoke figures clean
+.PHONY: install demo test test-fast lint lab smoke figures clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check vapt theory tests notebooks
+
+# JupyterLab in the project's environment, opened on notebooks/ (extra options: make lab LAB_ARGS="--no-browser").
+LAB_ARGS ?=
+lab: $(STAMP)
+	$(PY) -m jupyterlab --notebook-dir=notebooks $(LAB_ARGS)
 
 # Every paper experiment at toy scale on CPU, cached by code version (the stand-ins `make figures` may use).
 smoke: $(STAMP)

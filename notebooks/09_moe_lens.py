@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -68,8 +70,10 @@ for data, folders in found.items():
             display(Image(filename=str(path)))
 
 # %% [markdown]
-# Per layer: mean prompt mass of the patch queries (over heads), effective number of prompts, and the
-# input-dependent share of the prompt tokens and of their values.
+# Per layer: mean prompt mass of the patch queries (over heads), effective number of prompts (by gate
+# mass), the input-dependent share of the prompt tokens and of their values, and how many distinct prompts
+# the block holds (1 when its prompts are copies of each other, as VAPT's adaptive prompts stay: see
+# docs/lens.md).
 
 # %%
 lens = pd.concat(tables.values(), ignore_index=True) if tables else pd.DataFrame()
@@ -77,7 +81,8 @@ if not lens.empty:
     patch = lens[lens["query"] == "patch"]
     per_layer = patch.groupby(["data", "run", "layer"], sort=False).agg(
         prompt_mass=("prompt_mass", "mean"), effective_prompts=("effective_prompts", "mean"),
-        dependence=("dependence", "first"), value_dependence=("value_dependence", "first"))
+        dependence=("dependence", "first"), value_dependence=("value_dependence", "first"),
+        distinct_prompts=("distinct_prompts", "first"), prompt_spread=("prompt_spread", "first"))
     display(per_layer.round(4))
 
 # %% [markdown]

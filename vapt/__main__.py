@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from vapt.errors import VaptError
+from vapt.run import stopping
 
 # command -> (module with `main(argv: list[str] | None) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,14 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    stopping.install(name)
     try:
         return int(module.main(rest) or 0)
     except VaptError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; run the same `{name}` command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line on what is saved, then 130 / 143
+        stopping.say(name, err)
+        return stopping.exit_status(err)
 
 
 if __name__ == "__main__":

@@ -277,3 +277,52 @@ def test_exports_are_the_lens_functions():
     assert {"gate_mass", "prompt_dependence"} <= set(vapt.__all__)
     with pytest.raises(AttributeError):
         vapt.no_such_name  # noqa: B018
+
+
+def _effective_rank(gram: np.ndarray) -> float:
+    eigen = np.clip(np.linalg.eigvalsh(gram), 0, None)
+    p = eigen[eigen > 0] / eigen.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def test_distinct_prompts_of_static_prompts_equal_an_explicit_effective_rank(images):
+    model = prompted("vpt_deep")
+    table = vapt.prompt_dependence(model, images, batch_size=4)
+    for layer in range(3):
+        prompts = model.prompt.prompts.tokens[layer].detach().double().numpy().reshape(NUM_TOKENS, -1)
+        gram = prompts @ prompts.T
+        assert table.loc[layer, "distinct_prompts"] == pytest.approx(_effective_rank(gram), rel=1e-9)
+        mean = prompts.mean(0)
+        spread = ((prompts - mean) ** 2).sum() / (prompts ** 2).sum()
+        assert table.loc[layer, "prompt_spread"] == pytest.approx(spread, rel=1e-9)
+        assert 1 < table.loc[layer, "distinct_prompts"] <= NUM_TOKENS
+
+
+def test_copied_prompts_count_once_and_orthogonal_ones_count_fully(images):
+    model = prompted("vpt_deep")
+    with torch.no_grad():
+        tokens = model.prompt.prompts.tokens
+        tokens[0].copy_(tokens[0][:1].expand_as(tokens[0]))  # layer 0: one prompt, copied
+        tokens[1].zero_()
+        for k in range(NUM_TOKENS):  # layer 1: orthogonal prompts of equal norm
+            tokens[1][k, k] = 2.0
+    table = vapt.prompt_dependence(model, images)
+    # copies: one non-zero eigenvalue; the others are float64 rounding (~1e-16 of it), so entropy ~1e-14
+    assert table.loc[0, "distinct_prompts"] == pytest.approx(1.0, abs=1e-9)
+    assert table.loc[0, "prompt_spread"] < 1e-12
+    assert table.loc[1, "distinct_prompts"] == pytest.approx(NUM_TOKENS, rel=1e-12)
+    assert table.loc[1, "prompt_spread"] == pytest.approx((NUM_TOKENS - 1) / NUM_TOKENS, rel=1e-12)
+
+
+def test_vapt_prompts_of_a_block_are_copies_at_init_and_differ_once_rows_differ(images):
+    model = prompted("vapt")
+    with torch.no_grad():  # the same non-zero row for every prompt: what equal gradients give a zero init
+        for block in model.prompt.adaptive:
+            row = torch.randn(1, block.token_projector.weight.shape[1], generator=torch.Generator().manual_seed(3))
+            block.token_projector.weight.copy_(row.expand_as(block.token_projector.weight))
+            block.token_projector.bias.fill_(0.1)
+    copies = vapt.prompt_dependence(model, images)
+    assert (copies.loc[1:, "distinct_prompts"] - 1).abs().max() < 1e-9
+    randomise_token_projectors(model)
+    distinct = vapt.prompt_dependence(model, images)
+    assert (distinct.loc[1:, "distinct_prompts"] > 1.5).all()

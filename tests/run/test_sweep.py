@@ -145,6 +145,7 @@ def test_runs_that_do_not_finish_stop_the_sweep(tmp_path: Path, monkeypatch: pyt
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(vapt.run.jobs, "train", broken)
+    (tmp_path / "vtab-1k" / "cifar").mkdir(parents=True)  # the sweep checks the task folder before launching
     argv = ["sweep", "--backbone", "vit_test", "--method", "linear", "--data", "vtab1k/cifar", "--data-root",
             str(tmp_path), "--out", str(tmp_path / "runs"), "--grid", "5:0", "--executor", "debug"]
     assert vapt_main(argv) == 2

@@ -41,6 +41,7 @@ class BackboneSpec:
     weights_hint: str = ""
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     family: str = "vit"
+    fixed_parameters: tuple[str, ...] = ()  # backbone parameters never trained, not even by full fine-tuning
 
     @property
     def wrapper(self) -> type:
@@ -93,6 +94,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             "vit_b16_mocov3", "vit_base_patch16_224", on_hub=False,
             weights_hint="MoCo v3's released linear-vit-b-300ep.pth.tar (the 'module.' prefix is stripped)",
+            fixed_parameters=("pos_embed",),  # MoCo v3's ViT: fixed 2-D sin-cos position embedding
         ),
         BackboneSpec(
             "vit_test", "vit_test", on_hub=False,

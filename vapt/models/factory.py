@@ -30,7 +30,8 @@ def create_model(
     check_positive_int("num_classes", num_classes)
     config = method_config(method, **config_overrides)
     model, spec = create_backbone(backbone, pretrained=pretrained, weights=weights, image_size=image_size)
-    return spec.wrapper(model, config, num_classes, prompts_in_pool=spec.prompts_in_pool)
+    return spec.wrapper(model, config, num_classes, prompts_in_pool=spec.prompts_in_pool,
+                        fixed_parameters=spec.fixed_parameters)
 
 
 def wrap(

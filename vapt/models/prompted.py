@@ -27,8 +27,10 @@ class PromptedModel(nn.Module):
 
     It owns `backbone` (timm model without classifier), `head` (new linear classifier, VPT's init),
     `prompt` (the method's prompt generator, or None), `config` (the method config), the freezing
-    and train/eval rules and the trainable state. A subclass adapts one backbone family: it builds the
-    prompt generators (`build_prompts`) and runs the blocks with prompts (`forward_features`).
+    and train/eval rules and the trainable state. `fixed_parameters` names backbone parameters that stay
+    frozen even under full fine-tuning (MoCo v3's fixed sin-cos `pos_embed`). A subclass adapts one
+    backbone family: it builds the prompt generators (`build_prompts`) and runs the blocks with prompts
+    (`forward_features`).
     """
 
     backbone: nn.Module
@@ -37,13 +39,14 @@ class PromptedModel(nn.Module):
     config: MethodConfig
 
     def __init__(self, backbone: nn.Module, config: MethodConfig, num_classes: int,
-                 prompts_in_pool: bool = False):
+                 prompts_in_pool: bool = False, fixed_parameters: tuple[str, ...] = ()):
         super().__init__()
         self.check_backbone(backbone)
         backbone.reset_classifier(0)
         self.backbone = backbone
         self.config = config
         self.prompts_in_pool = prompts_in_pool
+        self.fixed_parameters = tuple(fixed_parameters)
         self.head = nn.Linear(backbone.num_features, num_classes)
         init_vpt_head(self.head)
         self.prompt = self.build_prompts()
@@ -95,6 +98,8 @@ class PromptedModel(nn.Module):
 
     def _freeze(self) -> None:
         self.backbone.requires_grad_(self.trains_backbone)
+        for name in self.fixed_parameters:
+            self.backbone.get_parameter(name).requires_grad_(False)
         for p in self.head_parameters():
             p.requires_grad_(True)
 

@@ -5,7 +5,8 @@ VAPT some keys are prompt tokens. `gate_mass` measures, per layer, head and quer
 the mean gate mass on prompt, prefix (CLS and register) and patch keys and how many prompts share the
 prompt mass; `prompt_dependence` measures, per layer, the share of the prompt tokens' (and of their
 value vectors') second moment that varies with the input image: 0 for static VPT prompts, > 0 for
-prompts computed from the input (VAPT) or carried through earlier blocks (VPT-shallow).
+prompts computed from the input (VAPT) or carried through earlier blocks (VPT-shallow), and how many
+distinct prompts the block holds (1 when its prompts are copies of each other).
 
 Both run the model's own forward pass with hooks that capture each block's input and its attention
 input, and recompute the gates from the block's qkv projection, q/k norms, scale and head count; the
@@ -29,7 +30,7 @@ QUERY_KINDS: tuple[str, ...] = ("cls", "patch")
 GATE_COLUMNS: tuple[str, ...] = (
     "layer", "head", "query", "prompt_mass", "prefix_mass", "patch_mass", "effective_prompts",
 )
-DEPENDENCE_COLUMNS: tuple[str, ...] = ("layer", "dependence", "value_dependence")
+DEPENDENCE_COLUMNS: tuple[str, ...] = ("layer", "dependence", "value_dependence", "distinct_prompts", "prompt_spread")
 
 
 # ------------------------------------------------------------------------------- model adapter
@@ -117,9 +118,13 @@ def prompt_dependence(model: nn.Module, images: Tensor, batch_size: int = 32) ->
     """Per layer, the input-dependent share E‖P(x) − E P‖² / E‖P(x)‖² of the prompt tokens entering it.
 
     Columns: `layer, dependence` (of the prompt tokens in the block's input: 0 for static prompts, NaN
-    where they are all zero, as VAPT's adaptive prompts are at initialisation) and `value_dependence`
-    (the same for the prompt experts' values, the value projections of the prompt tokens). Expectations
-    are over `images`, (N, 3, H, W) at the model's input size. A model without prompts raises ConfigError.
+    where they are all zero, as VAPT's adaptive prompts are at initialisation), `value_dependence`
+    (the same for the prompt experts' values, the value projections of the prompt tokens),
+    `distinct_prompts` (the effective rank of the prompts' mean Gram matrix E[P Pᵀ] (Np x Np): exp of the
+    entropy of its normalised eigenvalues; 1 when the block's prompts are copies, Np when they are
+    orthogonal and equally large) and `prompt_spread` (E Σ_k‖P_k − P̄‖² / E Σ_k‖P_k‖², the share of the
+    prompts' second moment that differs between the prompts of a block; 0 for copies). Expectations are
+    over `images`, (N, 3, H, W) at the model's input size. A model without prompts raises ConfigError.
     """
     layout = lens_layout(model)
     if not any(layout.prompt_tokens):
@@ -128,15 +133,18 @@ def prompt_dependence(model: nn.Module, images: Tensor, batch_size: int = 32) ->
         )
     tokens = [_SpreadStats() for _ in layout.blocks]
     values = [_SpreadStats() for _ in layout.blocks]
+    grams = [_GramStats() for _ in layout.blocks]
 
     def collect(index: int, block_input: Tensor, attn: nn.Module, attn_input: Tensor) -> None:
         prompts = _prompt_slice(layout, index)
         _, _, v = _qkv(attn, attn_input[:, prompts])
         tokens[index].add(block_input[:, prompts])
+        grams[index].add(block_input[:, prompts])
         values[index].add(v.transpose(1, 2).flatten(2))  # (B, Np, heads * head_dim)
 
     _run_with_hooks(model, layout, images, batch_size, collect)
-    rows = [(i, t.share(), v.share()) for i, (t, v) in enumerate(zip(tokens, values, strict=True))]
+    rows = [(i, t.share(), v.share(), *g.distinct()) for i, (t, v, g) in enumerate(zip(tokens, values, grams,
+                                                                                        strict=True))]
     return pd.DataFrame(rows, columns=list(DEPENDENCE_COLUMNS))
 
 
@@ -301,6 +309,28 @@ class _SpreadStats:
         mean_shifted = self.shifted_sum / self.count
         spread = self.shifted_square / self.count - float((mean_shifted * mean_shifted).sum())
         return max(spread, 0.0) / (self.square / self.count)
+
+
+class _GramStats:
+    """Running sum of the prompts' Gram matrices P Pᵀ (Np x Np) over images, in float64."""
+
+    def __init__(self) -> None:
+        self.gram: Tensor | None = None
+
+    def add(self, prompts: Tensor) -> None:
+        """Add a batch of prompt tokens (B, Np, d)."""
+        x = prompts.double()
+        gram = (x @ x.transpose(1, 2)).sum(0)
+        self.gram = gram if self.gram is None else self.gram + gram
+
+    def distinct(self) -> tuple[float, float]:
+        """(effective rank of the mean Gram matrix, share of the second moment between prompts); NaN if all zero."""
+        if self.gram is None or float(self.gram.trace()) == 0.0:
+            return math.nan, math.nan
+        gram = self.gram.cpu().numpy()
+        eigen = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+        spread = (np.trace(gram) - gram.sum() / gram.shape[0]) / np.trace(gram)
+        return _effective(eigen), float(max(spread, 0.0))
 
 
 __all__ = [

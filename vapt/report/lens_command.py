@@ -28,7 +28,7 @@ from vapt.config import prompted_methods
 from vapt.errors import ConfigError, DataLayoutError, check_positive_int
 from vapt.models.backbones import is_swin_backbone
 from vapt.report.figures import DataSource, save_figure, set_style
-from vapt.report.lens import gate_mass, lens_layout, num_prompt_tokens, prompt_dependence
+from vapt.report.lens import DEPENDENCE_COLUMNS, gate_mass, lens_layout, num_prompt_tokens, prompt_dependence
 from vapt.report.paper import method_label
 from vapt.report.runs import best_runs, load_run_model, read_run
 from vapt.run.record import RunRecord
@@ -118,7 +118,7 @@ def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLi
         if prompts:
             gates = gates.merge(prompt_dependence(model, inputs, batch_size=batch_size), on="layer", how="left")
         else:
-            gates = gates.assign(dependence=np.nan, value_dependence=np.nan)
+            gates = gates.assign(**{c: np.nan for c in DEPENDENCE_COLUMNS if c != "layer"})
         config = record.config
         run_columns = {"run": label, "method": config["method"], "backbone": config["backbone"],
                        "data": config["data"], "split": split, "images": len(inputs), "num_prompts": prompts,
@@ -166,7 +166,7 @@ def lens_source(run_dirs: Sequence[str | os.PathLike], note: str | None = None) 
 
 def dependence_rows(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, layer) with the dependence columns (the lens table repeats them per head)."""
-    columns = [c for c in RUN_COLUMNS if c in table] + ["layer", "dependence", "value_dependence"]
+    columns = [c for c in RUN_COLUMNS if c in table] + list(DEPENDENCE_COLUMNS)
     return table.drop_duplicates(["run", "layer"])[columns]
 
 
@@ -210,35 +210,90 @@ def lens_from_runs(run_dirs: Sequence[str | os.PathLike], data_root: str | os.Pa
     return table, write_lens(table, out, note, source or lens_source(run_dirs, note))
 
 
+SMOKE_BEGIN = "<!-- smoke-lens: python -m vapt lens --smoke -->"
+SMOKE_END = "<!-- /smoke-lens -->"
+
+
+def smoke_summary(cache: str | os.PathLike | None = None, images: int = 256) -> str:
+    """The lens of the T1 smoke runs (VPT-shallow, VPT-deep, VAPT) as the Markdown quoted in the docs.
+
+    The runs are made or reused by `vapt.paper.smoke` (`cache`: its cache folder), as notebook 09 does in
+    smoke mode; the images are the task's test split, measured on the CPU with one thread.
+    """
+    from vapt.config import prompted_methods
+    from vapt.paper import smoke
+    from vapt.paper.digits import use_threads
+
+    runs = smoke.main_results(cache, methods=prompted_methods())
+    use_threads()
+    found = find_lens_runs(runs)
+    if len(found) != 1:
+        raise ConfigError(f"expected the smoke runs of one task under {runs}, found {sorted(found) or 'none'}")
+    (folders,) = found.values()
+    table = lens_table(folders, None, "test", images, device="cpu")
+    records = [read_run(folder) for folder in folders]
+    prompts = int(table["num_prompts"].iloc[0])
+    layout = lens_layout(load_run(folders[0])[0])
+    keys = layout.num_prefix_tokens + prompts + layout.num_patches
+    scores = ", ".join(f"{method_label(r.config['method'])} {r.final['test']:.1f}" for r in records)
+    lines = [
+        f"SMOKE: tiny `vit_test` pre-trained on digits 0-5, adapted to digits 6-9 (T1 smoke runs, {prompts} prompts); "
+        f"lens on the {int(table['images'].iloc[0])} test images; test top-1 {scores}. A uniform gate gives "
+        f"{prompts}/{keys} = {prompts / keys:.3f} of the mass to the prompts.",
+        "",
+        "| method | layer | prompt mass (patch queries, mean over heads) | dependence | value dependence | "
+        "distinct prompts | prompt spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    patch = table[table["query"] == "patch"]
+    for (run, layer), rows in patch.groupby(["run", "layer"], sort=False):
+        first = rows.iloc[0]
+        lines.append(f"| {run} | {layer} | {rows['prompt_mass'].mean():.3f} | {first['dependence']:.4f} | "
+                     f"{first['value_dependence']:.4f} | {first['distinct_prompts']:.3f} | "
+                     f"{first['prompt_spread']:.1e} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m vapt lens --run RUN_DIR [...] --out DIR`: measure runs, write CSV and figures."""
     parser = argparse.ArgumentParser(prog="python -m vapt lens", epilog=DOCS_HELP,
                                      description=__doc__.split("\n\n")[0] + " The lens is described in docs/lens.md.")
-    parser.add_argument("--run", dest="runs", action="append", required=True, metavar="RUN_DIR",
+    parser.add_argument("--run", dest="runs", action="append", metavar="RUN_DIR",
                         help="a finished run folder (result.json + trainable.pt); repeat to compare runs")
     parser.add_argument("--data-root", default=None,
                         help="holds vtab-1k/<task>/ and FGVC <dataset>/ (default: each run's recorded data root)")
     parser.add_argument("--split", default="test", help="dataset split the images come from (default: test)")
     parser.add_argument("--images", type=int, default=256, help="images per run (default: 256)")
-    parser.add_argument("--out", required=True, help="output folder for lens.csv and the figures")
+    parser.add_argument("--out", help="output folder for lens.csv and the figures")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--note", default=None,
                         help="a line printed under every figure, marking data that is not the paper's (e.g. a "
                         "smoke label); the figures then name no paper dataset")
+    parser.add_argument("--smoke", action="store_true",
+                        help="print the lens of the T1 smoke runs (made or reused, as `python -m vapt smoke main`) "
+                        "as the Markdown table the docs quote")
+    parser.add_argument("--cache", default=None, help="with --smoke: the smoke cache folder")
     args = parser.parse_args(argv)
+    if args.smoke:
+        print(f"{SMOKE_BEGIN}\n{smoke_summary(args.cache)}\n{SMOKE_END}")
+        return 0
+    if not args.runs or not args.out:
+        parser.error("--run and --out are required (or --smoke)")
     table, paths = lens_from_runs(args.runs, args.data_root, args.out, args.split, args.images, args.note,
                                   args.device, args.batch_size)
     for run, part in table.groupby("run", sort=False):
         patch = part[part["query"] == "patch"]
-        mean_dependence = part.drop_duplicates("layer")["dependence"].mean()
+        layers = part.drop_duplicates("layer")
+        distinct = " / ".join(f"{v:.2f}" for v in layers["distinct_prompts"])
         print(f"{run}: prompt mass (patch queries) {patch['prompt_mass'].mean():.4f} mean, "
-              f"{patch['prompt_mass'].max():.4f} max; input dependence {mean_dependence:.4g} mean over layers")
+              f"{patch['prompt_mass'].max():.4f} max; input dependence {layers['dependence'].mean():.4g} mean "
+              f"over layers; distinct prompts per layer {distinct} of {part['num_prompts'].iloc[0]}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
 __all__ = [
     "dependence_rows", "describe_source", "find_lens_runs", "lens_from_runs", "lens_source",
-    "lens_table", "load_run", "main", "run_images", "write_lens",
+    "lens_table", "load_run", "main", "run_images", "smoke_summary", "write_lens",
 ]

@@ -161,6 +161,29 @@ def run_dir(config: TrainConfig) -> Path:
     return Path(config.out) / run_id(config)
 
 
+def check_startable(config: TrainConfig, data: bool = False) -> None:
+    """Check what a run needs before anything is built, launched or written: ConfigError / WeightsError otherwise.
+
+    The method and its options (`--method`, `--num-tokens`, `--set`), the backbone name, a `--weights` file
+    and, with `data`, the dataset's folder under the data root (`DataLayoutError`; only runs that still
+    have to train need it).
+    """
+    from vapt.config import method_config
+    from vapt.models.backbones import backbone_spec, check_weights_file
+
+    config = config.resolved()
+    method_config(config.method, **config.method_overrides())
+    spec = backbone_spec(config.backbone)
+    if config.weights is not None:
+        check_weights_file(spec, config.weights, spec.weight_suffixes)
+    if data:
+        from vapt.data.fgvc import fgvc_dataset_dir
+        from vapt.data.vtab import vtab_task_dir
+
+        task = parse_data(config.data, config.num_classes)
+        (vtab_task_dir if task.benchmark == "vtab1k" else fgvc_dataset_dir)(config.data_root, task.task)
+
+
 def _option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:

@@ -9,6 +9,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from submitit.helpers import Checkpointable
@@ -50,16 +51,27 @@ def exit_when_gone(pid: int, poll_s: float = 1.0) -> None:
     def watch() -> None:
         while True:
             time.sleep(poll_s)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if process_ended(pid):
                 print(f"the sweep (process {pid}) that started this job has ended; stopping", file=sys.stderr,
                       flush=True)
                 os._exit(143)
-            except PermissionError:
-                pass
 
     threading.Thread(target=watch, name="exit-when-sweep-ends", daemon=True).start()
+
+
+def process_ended(pid: int) -> bool:
+    """Whether process `pid` has ended: gone, or a zombie its parent has not collected yet (Linux /proc)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:

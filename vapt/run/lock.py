@@ -40,4 +40,35 @@ def is_live(directory: str | os.PathLike) -> bool:
     return False
 
 
-__all__ = ["LOCK_NAME", "is_live", "run_lock", "try_lock"]
+def first_missing(directory: str | os.PathLike) -> Path | None:
+    """The outermost folder of `directory`'s path that does not exist yet (None when `directory` exists)."""
+    path = Path(directory)
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def remove_if_unused(directory: str | os.PathLike, created: Path | None) -> bool:
+    """Remove a run folder holding nothing but its `.lock` (a run that stopped before writing anything).
+
+    Call with the lock still held; folders up to `created` (the outermost one this process made) go too
+    when they are then empty. Returns whether the run folder was removed.
+    """
+    path = Path(directory)
+    if created is None or not path.is_dir() or {p.name for p in path.iterdir()} - {LOCK_NAME}:
+        return False
+    (path / LOCK_NAME).unlink(missing_ok=True)
+    for folder in (path, *path.parents):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run lives there) or already gone
+            break
+        if folder == created:
+            break
+    return True
+
+
+__all__ = ["LOCK_NAME", "first_missing", "is_live", "remove_if_unused", "run_lock", "try_lock"]

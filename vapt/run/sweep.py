@@ -37,7 +37,8 @@ from vapt.config import METHODS
 from vapt.data import FGVC_DATASETS, VTAB_TASKS, parse_data
 from vapt.errors import ConfigError, VaptError
 from vapt.io import check_writable_dir, write_json_atomic
-from vapt.run.config import TrainConfig, add_run_arguments, config_from_args, run_dir, run_id
+from vapt.run import stopping
+from vapt.run.config import TrainConfig, add_run_arguments, check_startable, config_from_args, run_dir, run_id
 from vapt.run.jobs import (  # noqa: F401 - re-exported: the sweep's launching API
     EXECUTORS,
     Launcher,
@@ -174,6 +175,8 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
     print(f"{len(unique) - len(todo) - len(live)} of {len(unique)} run(s) already done{elsewhere}; "
           f"running {len(todo)}")
     if todo:
+        for config in {(c.data, c.data_root): c for c in todo}.values():  # before any job is launched
+            check_startable(config, data=True)
         launcher.run(todo)
     wait_for_live(live)
     records, unfinished = {}, []
@@ -258,17 +261,19 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Run the protocol for every task; returns (and writes) one selection record per task.
 
-    `dry_run` only lists the first stage's runs (done or to do) and returns an empty list.
+    `dry_run` only lists the first stage's runs (done or to do) and returns an empty list. Method, options,
+    backbone, weights file, grid and seeds are checked before anything is listed, written or launched; the
+    dataset folders of the runs still to train are checked before they are launched.
     """
-    if not dry_run:
-        check_writable_dir(base.out, "--out folder")
-    launcher = launcher or Launcher(folder=str(Path(base.out) / ".submitit"))
     if not seeds:
         raise ConfigError("at least one seed is needed for the final runs")
     plans = {task: TaskPlan.for_task(base, task) for task in expand_tasks(tasks)}
     grids = {t: parse_grid(grid, base.method, parse_data(t, base.num_classes).benchmark) for t in plans}
     for plan in plans.values():
-        plan.grid_config(1.0, 0.0, grid_seed).resolved()
+        check_startable(plan.grid_config(1.0, 0.0, grid_seed))
+    if not dry_run:
+        check_writable_dir(base.out, "--out folder")
+    launcher = launcher or Launcher(folder=str(Path(base.out) / ".submitit"))
 
     def points(task: str, stage: str, best_wd: float | None = None) -> list[tuple[float, float]]:
         g = grids[task]
@@ -362,8 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     base = config_from_args(args, data=expand_tasks(args.data)[0], lr=1.0, wd=0.0)
     launcher = launcher_from_args(args, folder=str(Path(args.out) / ".submitit"))
-    sweep(base, args.data, grid=args.grid, seeds=args.seeds, grid_seed=args.grid_seed, launcher=launcher,
-          dry_run=args.dry_run, restart_unreadable=args.restart_unreadable)
+    with stopping.saving(f"every finished run's result.json and every started run's last epoch checkpoint are "
+                         f"kept under {args.out}"):
+        sweep(base, args.data, grid=args.grid, seeds=args.seeds, grid_seed=args.grid_seed, launcher=launcher,
+              dry_run=args.dry_run, restart_unreadable=args.restart_unreadable)
     return 0
 
 

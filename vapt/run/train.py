@@ -52,14 +52,17 @@ from vapt.data.check import run_data_warnings
 from vapt.errors import CheckpointError, ConfigError, OutputError, load_failure, write_failure
 from vapt.io import check_writable_dir, save_torch_atomic
 from vapt.models.backbones import TEST_BACKBONES
+from vapt.run import stopping
 from vapt.run.config import (
     TrainConfig,
     add_run_arguments,
+    check_startable,
     config_from_args,
     run_dir,
     run_id,
 )
-from vapt.run.lock import LOCK_NAME, try_lock
+from vapt.run.lock import LOCK_NAME, first_missing, remove_if_unused, try_lock
+from vapt.run.oom import OUT_OF_MEMORY, OutOfMemory, is_out_of_memory, out_of_memory_message
 from vapt.run.record import (
     FAILED,
     FINISHED,
@@ -241,10 +244,15 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
     no result); the returned record then has status `interrupted`. An unreadable result.json or
     checkpoint.pt is an error naming the file, unless `restart_unreadable` sets it aside and starts afresh.
     The run folder is locked while the run trains: when another process holds it, this call skips the
-    run with a message and returns a `running` record (nothing is written).
+    run with a message and returns a `running` record (nothing is written). Method, options, backbone and
+    weights file are checked before any folder is made, and a run that stops before writing anything
+    leaves no folder behind. Running out of CPU or GPU memory records the run as failed and raises
+    `OutOfMemory` naming the sizes to lower.
     """
     config = config.resolved()
+    check_startable(config)
     check_writable_dir(config.out, "--out folder")
+    created = first_missing(run_dir(config))
     directory = check_writable_dir(run_dir(config), "run folder")
     lock = try_lock(directory)
     if lock is None:
@@ -252,7 +260,15 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
               f"run the same command again when it has finished", file=sys.stderr)
         return RunRecord(run_id=run_id(config), config=config.to_dict(), status=RUNNING)
     try:
-        return _train_locked(config, directory, stop_after, restart_unreadable)
+        with stopping.saving(f"{run_id(config)} had not finished an epoch, so nothing of it was saved"):
+            return _train_locked(config, directory, stop_after, restart_unreadable)
+    except (RuntimeError, MemoryError) as err:  # memory ran out before training started (model, loaders, cache)
+        if not (isinstance(err, MemoryError) or is_out_of_memory(err)):
+            raise
+        message = out_of_memory_message(err, config.batch_size, config.num_tokens, config.image_size,
+                                        where="while building the run")
+        _record_failure(config, directory / RECORD_NAME, message)
+        raise OutOfMemory(f"{run_id(config)}: {message}; recorded as failed in {directory / RECORD_NAME}") from None
     except OSError as err:
         failure = write_failure(err, "run output")
         if failure is None:
@@ -260,7 +276,15 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
         raise OutputError(f"{failure}; files written before are intact: free space (or choose another --out) and "
                           f"run the same command to resume") from None
     finally:
+        remove_if_unused(directory, created)
         lock.release()
+
+
+def _record_failure(config: TrainConfig, path: Path, message: str) -> None:
+    """Record a run that failed before its first epoch as `failed` (kept when a record is already there)."""
+    if not path.is_file():
+        RunRecord(run_id=run_id(config), config=config.to_dict(), status=FAILED, error=message,
+                  failure=OUT_OF_MEMORY).write(path)
 
 
 def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
@@ -341,6 +365,8 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
         start_epoch, elapsed_before = checkpoint["epoch"], checkpoint["wall_time_s"]
         record.epochs = json.loads(checkpoint["epochs"])
         print(f"resuming {record.run_id} after epoch {start_epoch}")
+        stopping.update(f"epoch {start_epoch} of {config.epochs} of {record.run_id} is checkpointed in "
+                        f"{checkpoint_path}")
     else:
         print(f"run {record.run_id} on {device}")
     started = time.perf_counter()
@@ -377,18 +403,26 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
                     row[f"{split}_top1"] = evaluate(model, loader, device, config.precision)
             record.epochs.append(row)
             print(" ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-            save_torch_atomic(checkpoint_path, {
-                "epoch": epoch + 1, "trainable": model.trainable_state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(loader_generator), "epochs": json.dumps(record.epochs),
-                "wall_time_s": elapsed_before + time.perf_counter() - started,
-            })
+            with stopping.deferred():  # the stop line names exactly the checkpoint on disk
+                save_torch_atomic(checkpoint_path, {
+                    "epoch": epoch + 1, "trainable": model.trainable_state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(loader_generator), "epochs": json.dumps(record.epochs),
+                    "wall_time_s": elapsed_before + time.perf_counter() - started,
+                })
+                stopping.update(f"epoch {epoch + 1} of {config.epochs} of {record.run_id} is checkpointed in "
+                                f"{checkpoint_path}")
             if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
                 return finish(INTERRUPTED)
     except NonFiniteLoss as err:
         print(f"failed {record.run_id}: {err}")
         return finish(FAILED, error=str(err), failure=NON_FINITE)
     except Exception as err:
+        if is_out_of_memory(err):
+            message = out_of_memory_message(err, config.batch_size, config.num_tokens,
+                                            config.image_size, model, where=f"in epoch {len(record.epochs) + 1}")
+            finish(FAILED, error=message, failure=OUT_OF_MEMORY)
+            raise OutOfMemory(f"{record.run_id}: {message}; recorded as failed in {result_path}") from None
         try:
             finish(FAILED, error=f"{type(err).__name__}: {err}", failure="exception")
         except OSError as record_err:  # a full or read-only disk takes no record either; the first error says why
