@@ -1,6 +1,7 @@
 """Benchmark: Levenberg-Marquardt (``lm``, NumPy, normal equations) against scipy's ``trf`` on the same fits.
 
 python -m theory.bench [--n 8000] [--fits 4] [--families vpt,vapt,vapt_linear] [--regime exact]
+python -m theory.bench --bounds [--n 1000,10000] [--fits 3] [--families vpt,vapt]   # how to keep fits bounded
 
 For each family both solvers run the same best-of-starts fits (same data, same starts); the table gives
 fits per second, CPU-seconds, the speed-up, and how the objectives agree: the number of fits where lm
@@ -19,14 +20,21 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from theory.experiment import MAX_NFEV, N_STARTS, limit_blas_threads, make_config
-from theory.fit import TOLERANCE, derive_seed, fit_least_squares, initial_points
-from theory.models import MixingMeasure, default_truth, sample_data
-from theory.sample_efficiency import _family_list, _int_at_least, _Parser
+from theory.config import _family_list, _int_at_least, _Parser
+from theory.experiment import MAX_NFEV, N_STARTS, make_config
+from theory.fit import DEFAULT_THETA_BOUND, SOLVERS, TOLERANCE, derive_seed, fit_least_squares, initial_points
+from theory.models import MixingMeasure, sample_data
+from theory.threads import limit_blas_threads
+from theory.truths import default_truth
 from theory.voronoi import voronoi_d1
 
 #: Relative objective gap within which two solvers count as reaching the same fit.
 AGREEMENT_RTOL = 1e-6
+
+
+def _sizes(text: str) -> list[int]:
+    parse = _int_at_least(50)
+    return [parse(t) for t in text.split(",") if t.strip()]
 
 
 def _problems(family: str, regime: str, n: int, n_fits: int, seed: int):
@@ -46,7 +54,7 @@ def compare_solvers(family: str, regime: str, n: int, n_fits: int, seed: int = 0
     cfg, model, problems = _problems(family, regime, n, n_fits, seed)
     row = {"family": family, "regime": regime, "n": n, "fits": n_fits}
     costs = {}
-    for solver in ("lm", "trf"):
+    for solver in SOLVERS:
         wall, cpu = time.perf_counter(), time.process_time()
         results = [
             fit_least_squares(
@@ -175,17 +183,109 @@ def iteration_costs(family: str, regime: str, n: int, seed: int = 0, repeats: in
     }
 
 
+def compare_bounds(family: str, ns: Sequence[int], n_fits: int, factor: float = DEFAULT_THETA_BOUND,
+                   regime: str = "over") -> list[dict]:
+    """The same fits unbounded, with the projected LM in the box and with the smooth (tanh) reparametrisation.
+
+    Per design: CPU-seconds, function evaluations per fit, the share of fits that converged, that end with
+    an atom on the box's boundary (within 1e-3 of its width, so the smooth design, which only approaches
+    it, is counted alike) and that have an escaped atom, and the mean log D2 (over-specified) or D1.
+    """
+    import math
+
+    from theory.experiment import build_tasks, run_task
+    from theory.fit import on_boundary, theta_box
+
+    metric = "D2" if regime == "over" else "D1"
+    rows = []
+    for label, bound, mode in (("unbounded", math.inf, "project"), ("projected LM", factor, "project"),
+                               ("smooth tanh", factor, "smooth")):
+        tasks = build_tasks([family], [regime], ns, n_fits, expressiveness=False, theta_bound=bound, bound_mode=mode)
+        cpu = time.process_time()
+        fits = pd.DataFrame([run_task(t) for t in tasks])
+        cpu = time.process_time() - cpu
+        _, G = default_truth(family)
+        lower, upper = theta_box(G, tasks[0].config.n_atoms, factor)
+        near = [bool(on_boundary(np.array(p.split(), dtype=float), lower, upper, rtol=1e-3).any())
+                for p in fits["params"]]
+        rows.append({"family": family, "design": label, "fits": len(fits), "cpu_s": cpu,
+                     "nfev_per_fit": fits["nfev"].mean(), "converged": fits["converged"].mean(),
+                     "boundary_share": float(np.mean(near)), "escaped_share": fits["escaped"].mean(),
+                     f"mean_log_{metric}": float(np.log(fits[metric]).mean()),
+                     "mean_log_L2": float(np.log(fits["L2"]).mean())})
+    return rows
+
+
+def compare_tolerances(family: str, ns: Sequence[int], n_fits: int, tolerances: Sequence[float],
+                       regime: str = "over") -> list[dict]:
+    """The same fits at each tolerance: CPU-seconds, evaluations, and the largest change of a per-n mean log loss.
+
+    The change is taken against the first tolerance, over every n and every loss of the regime; the method
+    allows a looser tolerance only where it stays below 0.01 (1 %).
+    """
+    import theory.experiment as experiment
+    from theory.families import REGIME_METRICS
+
+    key = "over" if regime == "local" else regime
+    saved = experiment.TOLERANCE[key]
+    rows, base = [], None
+    try:
+        for tol in tolerances:
+            experiment.TOLERANCE[key] = tol
+            tasks = experiment.build_tasks([family], [regime], ns, n_fits, expressiveness=False)
+            cpu = time.process_time()
+            fits = pd.DataFrame([experiment.run_task(t) for t in tasks])
+            cpu = time.process_time() - cpu
+            logs = {m: np.log(fits[m]).groupby(fits["n"]).mean() for m in REGIME_METRICS[regime] if m in fits}
+            base = base or logs
+            change = {m: float((logs[m] - base[m]).abs().max()) for m in logs}
+            worst = max(change, key=change.get)
+            rows.append({"family": family, "tolerance": tol, "cpu_s": cpu, "nfev_per_fit": fits["nfev"].mean(),
+                         "converged": fits["converged"].mean(), "max_mean_log_change": change[worst],
+                         "worst_metric": worst})
+    finally:
+        experiment.TOLERANCE[key] = saved
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print fits per second and objective agreement of lm and trf, then the cost of one iteration by part."""
     p = _Parser(prog="python -m theory.bench", description="lm (normal equations) vs scipy trf on the same fits.")
-    p.add_argument("--n", type=_int_at_least(50), default=8000, help="sample size (default 8000)")
+    p.add_argument("--n", type=_sizes, default=None,
+                   help="sample size (default 8000); with --bounds comma-separated sizes (default 1000,10000)")
+    p.add_argument("--bounds", action="store_true",
+                   help="compare unbounded fits, the projected LM and the smooth reparametrisation on the same fits")
     p.add_argument("--fits", type=_int_at_least(1), default=4, help="fits per family and solver (default 4)")
     p.add_argument("--families", type=_family_list, default=["vpt", "vapt", "vapt_linear"])
-    p.add_argument("--regime", choices=("exact", "over"), default="exact")
+    p.add_argument("--regime", choices=("exact", "over"), default=None, help="default: exact (over with --bounds)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--method", choices=("trf", "lm"), default=None, help="ignored: both solvers are timed")
+    p.add_argument("--method", choices=SOLVERS, default=None, help="ignored: both solvers are timed")
+    p.add_argument("--tolerances", default=None,
+                   help="comma-separated tolerances: the same fits at each (default regime over, n 1000,10000,100000)")
     args = p.parse_args(argv)
     limit_blas_threads()
+    if args.tolerances:
+        try:
+            tols = [float(t) for t in args.tolerances.split(",")]
+        except ValueError:
+            p.error(f"--tolerances: expected comma-separated numbers in (0, 1), got {args.tolerances!r}")
+        if not all(0 < t < 1 for t in tols):
+            p.error(f"--tolerances: expected comma-separated numbers in (0, 1), got {args.tolerances!r}")
+        ns = args.n or [1000, 10000, 100000]
+        rows = [r for f in args.families for r in compare_tolerances(f, ns, args.fits, tols, args.regime or "over")]
+        print(f"== The same fits at each tolerance: n = {ns}, {args.fits} replicates each ==")
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        return 0
+    if args.bounds:
+        args.regime = args.regime or "over"
+        print("== Bounded parameter space: the same over-specified fits unbounded, projected LM, smooth tanh ==")
+        ns = args.n or [1000, 10000]
+        rows = [r for f in args.families for r in compare_bounds(f, ns, args.fits, regime=args.regime)]
+        print(f"n = {ns}, {args.fits} replicates each; box factor {DEFAULT_THETA_BOUND:g}")
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        return 0
+    args.n = (args.n or [8000])[0]
+    args.regime = args.regime or "exact"
     print("== Benchmark of the least-squares fits in the prompt-MoE simulation: lm vs trf on the same fits ==")
     rows = [compare_solvers(f, args.regime, args.n, args.fits, args.seed) for f in args.families]
     table = pd.DataFrame(rows)

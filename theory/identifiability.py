@@ -9,7 +9,7 @@ are linearly independent. Mixed second derivatives that coincide identically (fo
 through W x, d2/dW_ab dW_ce = d2/dW_ae dW_cb) are merged first: only their sum is identified, and
 the Voronoi loss D2 needs only the pure second-order terms.
 
-    python -m theory.identifiability
+    python -m theory.identifiability [--truth NAME|FILE.json] [--families vpt,vapt]
 """
 
 from __future__ import annotations
@@ -20,21 +20,22 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from theory.models import FAMILY_NAMES, OPTIONAL_FAMILY_NAMES, default_truth, sample_inputs
+from theory.families import family_names, get_family
+from theory.models import sample_inputs
 
 #: Singular-value ratio below which the functions count as linearly dependent.
 THRESHOLD = 1e-8
-#: What the theory expects at order 2 (strongly identifiable or not).
-EXPECTED_ORDER2 = {"vpt": True, "prefix": False, "vapt": True, "vapt_gelu": True, "vapt_linear": False}
 
 
-def derivative_functions(name: str, order: int, n_points: int = 4000, seed: int = 0) -> np.ndarray:
-    """Columns d^alpha Phi(x; theta*_j), |alpha| <= order, for every true atom j, at random points."""
+def derivative_functions(name: str, order: int, n_points: int = 4000, seed: int = 0, truth=None) -> np.ndarray:
+    """Columns d^alpha Phi(x; theta*_j), |alpha| <= order, for every true atom j of ``truth``, at random points."""
     if order not in (0, 1, 2):
         raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
     if n_points < 10:
         raise ValueError(f"n_points must be >= 10, got {n_points!r}")
-    model, G = default_truth(name)
+    if truth is None:
+        from theory.truths import DEFAULT_TRUTH as truth
+    model, G = truth.model(name)
     X = sample_inputs(np.random.default_rng(seed), n_points, model.family.d)
     f_true = model.predict(X, G)
     s, h, ds, dh = model.family.derivatives(X, G.atoms)
@@ -74,14 +75,16 @@ def singular_value_ratio(M: np.ndarray, merge_identical: bool = True) -> float:
     return float(sv[-1] / sv[0])
 
 
-def identifiability_table(families: Sequence[str] = FAMILY_NAMES, n_points: int = 4000, seed: int = 0) -> pd.DataFrame:
-    """Singular-value ratios at orders 1 and 2 per family, with the verdict and the expectation."""
+def identifiability_table(
+    families: Sequence[str] | None = None, n_points: int = 4000, seed: int = 0, truth=None
+) -> pd.DataFrame:
+    """Singular-value ratios at orders 1 and 2 per family, with the verdict and the registered expectation."""
     rows = []
-    for name in families:
-        r1 = singular_value_ratio(derivative_functions(name, 1, n_points, seed))
-        second = derivative_functions(name, 2, n_points, seed)
+    for name in family_names() if families is None else families:
+        r1 = singular_value_ratio(derivative_functions(name, 1, n_points, seed, truth))
+        second = derivative_functions(name, 2, n_points, seed, truth)
         r2 = singular_value_ratio(second)
-        expected = EXPECTED_ORDER2.get(name)
+        expected = get_family(name).strongly_identifiable
         rows.append(
             {
                 "family": name,
@@ -97,13 +100,24 @@ def identifiability_table(families: Sequence[str] = FAMILY_NAMES, n_points: int 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the singular-value ratio table."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv:
-        sys.stderr.write(f"python -m theory.identifiability: error: takes no arguments, got {argv!r}\n")
-        return 2
-    table = identifiability_table(FAMILY_NAMES + OPTIONAL_FAMILY_NAMES)
-    print("== Identifiability check of the simulated prompt-MoE framework (not a paper result) ==")
+    """Print the singular-value ratio table for the families of a truth."""
+    from theory.config import _family_list, _Parser, _truth_arg
+    from theory.truths import DEFAULT_TRUTH
+
+    p = _Parser(prog="python -m theory.identifiability",
+                description="Which prompt families are (strongly) identifiable at the true atoms of a truth.")
+    p.add_argument("--truth", type=_truth_arg, default=None,
+                   help="a named truth or a truth JSON file (default: default)")
+    p.add_argument("--families", type=_family_list, default=None,
+                   help="comma-separated families (default: every family the truth has atoms for)")
+    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    truth = args.truth or DEFAULT_TRUTH
+    families = args.families or [f for f in family_names(optional=True) if truth.has_family(f)]
+    missing = [f for f in families if not truth.has_family(f)]
+    if missing:
+        p.error(f"--truth {truth.name}: it has no atoms for family {missing[0]!r}")
+    table = identifiability_table(families, truth=truth)
+    print(f"== Identifiability check of the simulated prompt-MoE framework (not a paper result); truth {truth.name} ==")
     print(f"smallest/largest singular value of the derivative functions; dependent below {THRESHOLD:g}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2e}"))
     return 0

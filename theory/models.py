@@ -10,17 +10,9 @@ linear expert) completes the softmax, so the prompt biases are identifiable:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
-
-_SQRT_2PI = np.sqrt(2.0 * np.pi)
-
-#: Families fitted by default (``vapt`` uses g = tanh).
-FAMILY_NAMES: tuple[str, ...] = ("vpt", "prefix", "vapt", "vapt_gelu", "vapt_linear")
-#: Families that exist but are not part of the default run.
-OPTIONAL_FAMILY_NAMES: tuple[str, ...] = ("vapt_faithful",)
 
 
 def _check_matrix(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -33,88 +25,10 @@ def _check_matrix(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.nd
 
 
 # ----------------------------------------------------------------------------------------------
-# Activations g with first and second derivatives.
-# ----------------------------------------------------------------------------------------------
-
-
-def activation(name: str, u: np.ndarray, order: int = 2) -> tuple[np.ndarray, ...]:
-    """Return g(u), g'(u) and, for order 2, g''(u) elementwise for ``tanh``, ``gelu`` or ``identity``."""
-    if name == "tanh":
-        t = np.tanh(u)
-        d1 = 1.0 - t * t
-        return (t, d1, -2.0 * t * d1) if order >= 2 else (t, d1)
-    if name == "gelu":
-        cdf = ndtr(u)
-        pdf = np.exp(-0.5 * u * u) / _SQRT_2PI
-        out = (u * cdf, cdf + u * pdf)
-        return out + (pdf * (2.0 - u * u),) if order >= 2 else out
-    if name == "identity":
-        out = (u, np.ones_like(u))
-        return out + (np.zeros_like(u),) if order >= 2 else out
-    raise ValueError(f"activation must be one of 'tanh', 'gelu', 'identity', got {name!r}")
-
-
-def fast_tanh(u: np.ndarray) -> np.ndarray:
-    """tanh(u) as sign(u) (1 - e) / (1 + e) with e = exp(-2 |u|): about 1.5x faster than np.tanh here, same to 1 ulp."""
-    e = np.abs(u)
-    e *= -2.0
-    np.exp(e, out=e)
-    out = np.subtract(1.0, e)
-    e += 1.0
-    out /= e
-    return np.copysign(out, u, out=out)
-
-
-def activation_value(name: str, u: np.ndarray) -> np.ndarray:
-    """g(u) alone (the residual needs no derivative)."""
-    if name == "tanh":
-        return fast_tanh(u)
-    if name == "gelu":
-        return u * ndtr(u)
-    if name == "identity":
-        return u
-    raise ValueError(f"activation must be one of 'tanh', 'gelu', 'identity', got {name!r}")
-
-
-def activation_forward(name: str, u: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """g(u) and what its slope can reuse: GELU's Phi(u), None for the other activations."""
-    if name == "gelu":
-        cdf = ndtr(u)
-        return u * cdf, cdf
-    return activation_value(name, u), None
-
-
-def activation_slope(name: str, u: np.ndarray, g: np.ndarray, cdf: np.ndarray | None = None) -> np.ndarray:
-    """g'(u), reusing g = g(u) (tanh' = 1 - g^2) and, for GELU, Phi(u) from the forward pass when given."""
-    if name == "tanh":
-        out = np.multiply(g, g)
-        np.subtract(1.0, out, out=out)
-        return out
-    if name == "gelu":
-        pdf = np.multiply(u, u)
-        pdf *= -0.5
-        np.exp(pdf, out=pdf)
-        pdf *= u
-        pdf /= _SQRT_2PI
-        pdf += ndtr(u) if cdf is None else cdf
-        return pdf
-    if name == "identity":
-        return np.ones_like(u)
-    raise ValueError(f"activation must be one of 'tanh', 'gelu', 'identity', got {name!r}")
-
-
-# ----------------------------------------------------------------------------------------------
 # Families. Shapes: X (n, d); theta (L, P); s, h (n, L); ds, dh (n, L, P); d2s, d2h (n, L, P, P).
 # The *_t methods used by the fit take XT (d, n) and return (L, n) / (L, P, n): samples last.
 # ----------------------------------------------------------------------------------------------
 
-
-def _contract_t(g: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """sum_a g[l, a, n] w[a, n] (or w[a]), shape (L, n); an explicit loop is fastest for small d."""
-    out = g[:, 0, :] * w[0]
-    for a in range(1, g.shape[1]):
-        out += g[:, a, :] * w[a]
-    return out
 
 
 @dataclass(frozen=True)
@@ -189,160 +103,6 @@ class PromptFamily:
     def _zero_hessians(self, X, theta):
         shape = (X.shape[0], theta.shape[0], self.n_params, self.n_params)
         return np.zeros(shape), np.zeros(shape)
-
-
-@dataclass(frozen=True)
-class StaticPrompt(PromptFamily):
-    """VPT: atom p in R^d, s = x^T B p, h = c^T p (shared key and value)."""
-
-    @property
-    def n_params(self) -> int:
-        """Number of parameters of one atom (bias excluded)."""
-        return self.d
-
-    def forward_t(self, XT, theta):
-        """Scores, experts and cached B^T x (d, n)."""
-        q = self.B.T @ XT
-        s = theta @ q
-        h = np.broadcast_to((theta @ self.c)[:, None], s.shape)
-        return s, h, (q,)
-
-    def gradient_t(self, XT, theta, cache, wh, ws, out):
-        """wh * c + ws * B^T x."""
-        (q,) = cache
-        np.multiply(ws[:, None, :], q[None, :, :], out=out)
-        out += wh[:, None, :] * self.c[None, :, None]
-        return out
-
-    def second_derivatives(self, X, theta):
-        """Second derivatives vanish: score and expert are linear in p."""
-        return self._zero_hessians(X, theta)
-
-
-@dataclass(frozen=True)
-class PrefixPrompt(PromptFamily):
-    """Prefix tuning: atom (k, v) in R^d x R, s = k^T x, h = v (non-shared key and value)."""
-
-    @property
-    def n_params(self) -> int:
-        """Number of parameters of one atom (bias excluded)."""
-        return self.d + 1
-
-    def forward_t(self, XT, theta):
-        """Scores and experts (no cache needed)."""
-        s = theta[:, : self.d] @ XT
-        h = np.broadcast_to(theta[:, self.d][:, None], s.shape)
-        return s, h, ()
-
-    def gradient_t(self, XT, theta, cache, wh, ws, out):
-        """d/dk = ws * x, d/dv = wh."""
-        np.multiply(ws[:, None, :], XT[None, :, :], out=out[:, : self.d])
-        out[:, self.d] = wh
-        return out
-
-    def second_derivatives(self, X, theta):
-        """Second derivatives vanish: score and expert are linear in (k, v)."""
-        return self._zero_hessians(X, theta)
-
-
-@dataclass(frozen=True)
-class AdaptivePrompt(PromptFamily):
-    """VAPT: atom W in R^{dxd} (row-major), u = W x, s = x^T B g(u), h = c^T g(u).
-
-    With ``act='identity'`` this is the linear ablation ``vapt_linear``.
-    """
-
-    act: str = "tanh"
-
-    @property
-    def n_params(self) -> int:
-        """Number of parameters of one atom (bias excluded)."""
-        return self.d * self.d
-
-    def _u(self, X, theta):
-        n, L, d = X.shape[0], theta.shape[0], self.d
-        return (X @ theta.reshape(L * d, d).T).reshape(n, L, d)  # u[n, l, a] = sum_b W_lab x_b
-
-    def _u_t(self, XT, theta):
-        L, d = theta.shape[0], self.d
-        return (theta.reshape(L * d, d) @ XT).reshape(L, d, XT.shape[1])  # u[l, a, n] = sum_b W_lab x_b
-
-    def forward_t(self, XT, theta):
-        """Scores, experts and cached (B^T x, u, g(u), GELU's Phi(u) or None); g'(u) only when a gradient is needed."""
-        u = self._u_t(XT, theta)
-        g, cdf = activation_forward(self.act, u)
-        q = self.B.T @ XT
-        return _contract_t(g, q), _contract_t(g, self.c), (q, u, g, cdf)
-
-    def gradient_t(self, XT, theta, cache, wh, ws, out):
-        """d/dW_ab = [g'(u_a) (wh c_a + ws (B^T x)_a)] x_b."""
-        q, u, g, cdf = cache
-        L, d, n = u.shape
-        r = np.multiply(ws[:, None, :], q[None, :, :])
-        r += wh[:, None, :] * self.c[None, :, None]
-        r *= activation_slope(self.act, u, g, cdf)
-        np.multiply(r[:, :, None, :], XT[None, None, :, :], out=np.reshape(out, (L, d, d, n), copy=False))
-        return out
-
-    def second_derivatives(self, X, theta):
-        """d2/dW_ab dW_ce = delta_ac (.)_a g''(u_a) x_b x_e."""
-        _, _, g2 = activation(self.act, self._u(X, theta))
-        q = X @ self.B
-        n, L, d = g2.shape
-        eye = np.eye(d)
-        xx = X[:, :, None] * X[:, None, :]  # (n, b, e)
-
-        def block(weight):  # weight (n, L, a)
-            t = weight[:, :, :, None, None, None] * eye[None, None, :, None, :, None]
-            t = t * xx[:, None, None, :, None, :]  # (n, L, a, b, c, e)
-            return t.reshape(n, L, d * d, d * d)
-
-        return block(q[:, None, :] * g2), block(self.c * g2)
-
-
-@dataclass(frozen=True)
-class FaithfulAdaptivePrompt(AdaptivePrompt):
-    """VAPT with a shared feature projector: g(u) = u + W2 tanh(W1 u), W1 and W2 known; atom W."""
-
-    W1: np.ndarray = field(default_factory=lambda: np.array([[0.8, -0.4], [0.3, 0.6]]))
-    W2: np.ndarray = field(default_factory=lambda: np.array([[0.5, 0.2], [-0.3, 0.4]]))
-
-    def _projector(self, X, theta):
-        u = self._u(X, theta)
-        t, t1, t2 = activation("tanh", u @ self.W1.T)
-        return u + t @ self.W2.T, t1, t2
-
-    def forward_t(self, XT, theta):
-        """Scores, experts and cached (B^T x, tanh'(W1 u))."""
-        u = self._u_t(XT, theta)
-        t = np.tanh(np.matmul(self.W1, u))
-        g = u + np.matmul(self.W2, t)
-        q = self.B.T @ XT
-        return _contract_t(g, q), _contract_t(g, self.c), (q, 1.0 - t * t)
-
-    def gradient_t(self, XT, theta, cache, wh, ws, out):
-        """d/dW_ab = (G^T w)_a x_b with G = I + W2 diag(tanh') W1 and w = wh c + ws B^T x."""
-        q, t1 = cache
-        L, d, n = t1.shape
-        w = ws[:, None, :] * q[None, :, :] + wh[:, None, :] * self.c[None, :, None]
-        r = w + np.matmul(self.W1.T, np.matmul(self.W2.T, w) * t1)
-        np.multiply(r[:, :, None, :], XT[None, None, :, :], out=np.reshape(out, (L, d, d, n), copy=False))
-        return out
-
-    def second_derivatives(self, X, theta):
-        """d2/dW_ab dW_ce = x_b x_e sum_m (W2^T w)_m tanh''_m W1_ma W1_mc."""
-        _, _, t2 = self._projector(X, theta)
-        q = X @ self.B
-        n, L, d = t2.shape
-        xx = X[:, :, None] * X[:, None, :]
-
-        def block(w):  # w (n, 1, i) or (i,)
-            wm = np.broadcast_to(w @ self.W2, (n, 1, d)) * t2  # (n, L, m)
-            hac = np.einsum("nlm,ma,mc->nlac", wm, self.W1, self.W1)
-            t = hac[:, :, :, None, :, None] * xx[:, None, None, :, None, :]
-            return t.reshape(n, L, d * d, d * d)
-
-        return block(q[:, None, :]), block(self.c)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,46 +237,6 @@ class Forward:
     h: np.ndarray
     cache: tuple
 
-
-# ----------------------------------------------------------------------------------------------
-# The default truth (d = 2); presets and truth files live in theory.truths.
-# ----------------------------------------------------------------------------------------------
-
-_B_KEY = np.array([[1.0, 0.5], [-0.3, 1.0]])
-_C_VALUE = np.array([1.0, -2.0])
-
-
-def default_pretrained() -> Pretrained:
-    """The pre-trained part of the default truth."""
-    return Pretrained(B0=np.array([[0.5, 0.2], [0.2, -0.4]]), c0=np.zeros(2), a0=np.array([1.0, -0.5]), e0=0.2)
-
-
-def make_family(name: str, B: np.ndarray | None = None, c: np.ndarray | None = None) -> PromptFamily:
-    """Build a prompt family by name with key map B and read-out c (default: those of the default truth)."""
-    B = _B_KEY.copy() if B is None else np.array(B, dtype=float)
-    c = _C_VALUE.copy() if c is None else np.array(c, dtype=float)
-    if name == "vpt":
-        return StaticPrompt(name, B, c)
-    if name == "prefix":
-        return PrefixPrompt(name, B, c)
-    if name == "vapt":
-        return AdaptivePrompt(name, B, c, act="tanh")
-    if name == "vapt_gelu":
-        return AdaptivePrompt(name, B, c, act="gelu")
-    if name == "vapt_linear":
-        return AdaptivePrompt(name, B, c, act="identity")
-    if name == "vapt_faithful":
-        return FaithfulAdaptivePrompt(name, B, c)
-    known = ", ".join(FAMILY_NAMES + OPTIONAL_FAMILY_NAMES)
-    raise ValueError(f"family must be one of {known}; got {name!r}")
-
-
-def default_truth(name: str) -> tuple[PromptMoE, MixingMeasure]:
-    """The default model and true mixing measure G* for a family (see :mod:`theory.truths`)."""
-    from theory.truths import DEFAULT_TRUTH
-
-    make_family(name)  # a clear error for an unknown family
-    return DEFAULT_TRUTH.model(name)
 
 
 def sample_inputs(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -7,20 +7,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Families that are not strongly identifiable at order 2 (no polynomial rate when over-specified).
-WEAKLY_IDENTIFIABLE: frozenset[str] = frozenset({"prefix", "vapt_linear"})
-#: Half-width of the band around the prediction that a confidence interval must reach.
-TOLERANCE = 0.1
+#: Half-width of the band around a predicted (or competing) slope that a confidence interval must meet.
+TOLERANCE = 0.05
 #: An L2 slope above this means the optimizer did not track the truth.
 FIT_FAILED_L2_SLOPE = -0.35
-#: A CI wider than this on each side leaves the verdict open: more replicates are needed.
+#: More than this share of a row's fits failed (no estimate or not converged): the row's verdict is "fit failed".
+FIT_FAILED_SHARE = 0.5
+#: A CI wider than this on each side leaves a rate's verdict open: more replicates are needed.
 MAX_HALF_WIDTH = 0.15
 #: Mean-log and median-log slopes further apart than this are flagged (a few diverging fits).
 MEDIAN_GAP = 0.2
 #: Kinds of prediction: a tight rate (two-sided test), an upper bound (one-sided), or none (reported).
 KINDS: tuple[str, ...] = ("rate", "bound", "none")
-#: Metrics of the local-alternative experiment and their predictions (NaN: reported, not judged).
-LOCAL_PREDICTIONS = {"W1": -0.25, "L2": -0.5, "mass_err": float("nan"), "max_pair_err": float("nan")}
 
 
 @dataclass(frozen=True)
@@ -37,6 +35,8 @@ class RateEstimate:
     n_levels: int
     n_losses: int
     n_dropped: int
+    ci_low_nlogn: float = float("nan")
+    ci_high_nlogn: float = float("nan")
 
 
 def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -77,17 +77,20 @@ def estimate_rate(
     nan = float("nan")
     if len(levels) < 2 or any(g.size == 0 for g in groups):
         return RateEstimate(nan, nan, nan, nan, nan, nan, nan, len(levels), sum(g.size for g in groups), dropped)
+    x_nlogn = np.log(levels / np.log(levels))
     x = np.log(levels)
     means = np.array([g.mean() for g in groups])
     slope, intercept, r2 = _ols(x, means)
-    slope_nlogn, _, _ = _ols(np.log(levels / np.log(levels)), means)
+    slope_nlogn, _, _ = _ols(x_nlogn, means)
     slope_median, _, _ = _ols(x, np.array([np.median(g) for g in groups]))
     rng = np.random.default_rng(seed)
     boot_means = np.stack([g[rng.integers(0, g.size, size=(n_boot, g.size))].mean(axis=1) for g in groups], axis=1)
-    xc = x - x.mean()
-    boot_slopes = (boot_means - boot_means.mean(axis=1, keepdims=True)) @ xc / np.dot(xc, xc)
+    centred = boot_means - boot_means.mean(axis=1, keepdims=True)
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(boot_slopes, [alpha, 1.0 - alpha])
+    xc = x - x.mean()
+    lo, hi = np.quantile(centred @ xc / np.dot(xc, xc), [alpha, 1.0 - alpha])
+    xc = x_nlogn - x_nlogn.mean()
+    lo_nlogn, hi_nlogn = np.quantile(centred @ xc / np.dot(xc, xc), [alpha, 1.0 - alpha])
     return RateEstimate(
         slope,
         intercept,
@@ -99,50 +102,42 @@ def estimate_rate(
         len(levels),
         int(sum(g.size for g in groups)),
         dropped,
+        float(lo_nlogn),
+        float(hi_nlogn),
     )
+
+
+def _prediction(family: str, regime: str, metric: str, fitted_family: str | None):
+    from theory.families import REGIME_METRICS, Prediction, prediction
+
+    if regime not in REGIME_METRICS:
+        raise ValueError(f"regime must be one of {', '.join(REGIME_METRICS)}; got {regime!r}")
+    if metric not in REGIME_METRICS[regime]:
+        raise ValueError(f"metric must be one of {', '.join(REGIME_METRICS[regime])} in the {regime} regime; "
+                         f"got {metric!r}")
+    if regime == "misspecified" and fitted_family is not None and fitted_family != family:
+        return Prediction("rate", 0.0, claim="expressiveness-floor")
+    return prediction(fitted_family or family, regime, metric)
 
 
 def predicted_slope(family: str, regime: str, metric: str, fitted_family: str | None = None) -> float:
     """Slope the theory predicts for (family, regime, metric); NaN when no polynomial rate is predicted.
 
-    In the ``misspecified`` regime ``family`` is the true family and ``fitted_family`` the fitted one;
-    a fitted family other than the truth has an approximation floor (predicted L2 slope 0). In the
-    ``local`` regime (the local-alternative experiment) W1 is predicted at -1/4 and L2 at -1/2.
+    Predictions come from the family's registration (:mod:`theory.families`). In the ``misspecified``
+    regime ``family`` is the true family and ``fitted_family`` the fitted one; a fitted family other than
+    the truth has an approximation floor (predicted L2 slope 0).
     """
-    if regime not in ("exact", "over", "misspecified", "local"):
-        raise ValueError(f"regime must be one of exact, over, misspecified, local; got {regime!r}")
-    if regime == "local":
-        if metric not in LOCAL_PREDICTIONS:
-            known = ", ".join(LOCAL_PREDICTIONS)
-            raise ValueError(f"metric must be one of {known} in the local regime; got {metric!r}")
-        return LOCAL_PREDICTIONS[metric]
-    if metric == "L2":
-        if regime == "misspecified" and fitted_family is not None and fitted_family != family:
-            return 0.0
-        return -0.5
-    if regime == "misspecified":
-        raise ValueError(f"only the L2 metric is defined in the misspecified regime; got {metric!r}")
-    if metric not in ("D1", "D2", "param_err", "expert_sup"):
-        raise ValueError(f"metric must be one of D1, D2, L2, param_err, expert_sup; got {metric!r}")
-    if regime == "exact":
-        return -0.5
-    if family in WEAKLY_IDENTIFIABLE:
-        return float("nan")
-    return -0.5 if metric == "D2" else -0.25
+    return _prediction(family, regime, metric, fitted_family).slope
 
 
 def prediction_kind(family: str, regime: str, metric: str, fitted_family: str | None = None) -> str:
-    """``rate`` (tight for a fixed truth), ``bound`` (an upper bound, tight only in the worst case) or ``none``.
+    """``rate`` (tight for a fixed truth), ``bound`` (an upper bound, tight only in the worst case) or ``none``."""
+    return _prediction(family, regime, metric, fitted_family).kind
 
-    The unsquared errors inside multi-atom cells of an over-specified fit (D1, param_err, expert_sup)
-    are bounded by n^-1/4; a fit that leaves one atom per true atom (degenerate) beats that bound.
-    """
-    pred = predicted_slope(family, regime, metric, fitted_family)
-    if math.isnan(pred):
-        return "none"
-    if regime == "over" and metric in ("D1", "param_err", "expert_sup"):
-        return "bound"
-    return "rate"
+
+def prediction_of(family: str, regime: str, metric: str, fitted_family: str | None = None):
+    """The full registered :class:`theory.families.Prediction` (kind, slope, competitor, log factor, claim)."""
+    return _prediction(family, regime, metric, fitted_family)
 
 
 def half_width(rate: RateEstimate) -> float:
@@ -150,31 +145,56 @@ def half_width(rate: RateEstimate) -> float:
     return 0.5 * (rate.ci_high - rate.ci_low)
 
 
-def verdict(rate: RateEstimate, predicted: float, l2_slope: float | None = None, kind: str | None = None) -> str:
+def judged_interval(rate: RateEstimate, log_factor: bool = False) -> tuple[float, float]:
+    """The CI a verdict uses: against log n, or against log(n / log n) where the bound carries a log factor."""
+    return (rate.ci_low_nlogn, rate.ci_high_nlogn) if log_factor else (rate.ci_low, rate.ci_high)
+
+
+def verdict(
+    rate: RateEstimate,
+    predicted: float,
+    l2_slope: float | None = None,
+    kind: str | None = None,
+    *,
+    log_factor: bool = False,
+    failed_share: float = 0.0,
+) -> str:
     """The verdict for one measured slope against its prediction, by kind.
 
-    ``fit failed``: the L2 slope is above -0.35 (not applied where an L2 plateau is predicted, pass
-    ``l2_slope=None`` there) or the slope could not be measured. Kind ``none`` (the default when
-    ``predicted`` is NaN): ``reported``. Otherwise ``inconclusive`` when the CI half-width exceeds 0.15;
-    kind ``rate`` (default): ``consistent`` when the CI overlaps [p - 0.1, p + 0.1], else ``inconsistent``;
-    kind ``bound``: ``consistent`` unless the whole CI lies above p + 0.1 (significantly slower than the
-    bound): a faster slope meets the bound.
+    ``fit failed``: more than half of the row's fits failed, the L2 slope is above -0.35 (not applied
+    where an L2 plateau is predicted: pass ``l2_slope=None``), or the slope could not be measured.
+    Kind ``none`` (the default when ``predicted`` is NaN): ``reported``. Kind ``rate`` (default):
+    ``inconsistent`` when the CI misses [p - 0.05, p + 0.05], else ``consistent``, or ``inconclusive``
+    when its half-width exceeds 0.15. Kind ``bound`` (one-sided, decided first): ``consistent`` when the
+    whole CI is faster than p + 0.05, ``inconsistent`` when the whole CI is slower, else ``inconclusive``.
+    ``log_factor``: judge the slope against log(n / log n) (a bound like sqrt(log n / n)).
     """
     kind = kind or ("none" if math.isnan(predicted) else "rate")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if failed_share > FIT_FAILED_SHARE:
+        return "fit failed"
     if l2_slope is not None and (not math.isfinite(l2_slope) or l2_slope > FIT_FAILED_L2_SLOPE):
         return "fit failed"
-    if not (math.isfinite(rate.ci_low) and math.isfinite(rate.ci_high)):
+    low, high = judged_interval(rate, log_factor)
+    if not (math.isfinite(low) and math.isfinite(high)):
         return "fit failed"
     if kind == "none":
         return "reported"
-    if half_width(rate) > MAX_HALF_WIDTH:
-        return "inconclusive"
     if kind == "bound":
-        return "inconsistent" if rate.ci_low > predicted + TOLERANCE else "consistent"
-    overlaps = rate.ci_low <= predicted + TOLERANCE and rate.ci_high >= predicted - TOLERANCE
-    return "consistent" if overlaps else "inconsistent"
+        if high < predicted + TOLERANCE:
+            return "consistent"
+        return "inconsistent" if low > predicted + TOLERANCE else "inconclusive"
+    if high < predicted - TOLERANCE or low > predicted + TOLERANCE:
+        return "inconsistent"
+    return "inconclusive" if 0.5 * (high - low) > MAX_HALF_WIDTH else "consistent"
+
+
+def separates(rate: RateEstimate, competitor: float) -> float:
+    """Whether the CI excludes the competing rate's band [c - 0.05, c + 0.05]: 1.0, 0.0, or NaN (no competitor)."""
+    if not math.isfinite(competitor) or not (math.isfinite(rate.ci_low) and math.isfinite(rate.ci_high)):
+        return float("nan")
+    return float(rate.ci_high < competitor - TOLERANCE or rate.ci_low > competitor + TOLERANCE)
 
 
 def sample_complexity(rate: RateEstimate, target: float) -> float:

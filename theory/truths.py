@@ -26,25 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.models import (
-    FAMILY_NAMES,
-    OPTIONAL_FAMILY_NAMES,
-    MixingMeasure,
-    Pretrained,
-    PromptMoE,
-    make_family,
-)
+from theory.families import atom_keys, family_names, get_family, make_family
+from theory.models import MixingMeasure, Pretrained, PromptMoE
 
-#: Atom keys of a truth and the families each serves.
-ATOM_KEYS: dict[str, tuple[str, ...]] = {
-    "vpt": ("vpt",),
-    "prefix": ("prefix",),
-    "vapt": ("vapt", "vapt_gelu", "vapt_linear", "vapt_faithful"),
-}
 #: Smallest distance allowed between two true atoms of one family.
 MIN_SEPARATION = 0.5
-#: Smallest mean gap (over inputs in [-1, 1]^d) between a prompt's gated expert and the pre-trained one.
+#: Smallest mean gap (over inputs in [-1, 1]^d) between a prompt's expert and score and the pre-trained
+#: ones; the score is compared up to a constant, which the bias supplies and which cannot set a prompt apart.
 MIN_PRETRAINED_GAP = 0.05
+#: Prompt biases must lie in [-BIAS_LIMIT, BIAS_LIMIT]: a weight below e^-5 is no prompt at all at these n.
+BIAS_LIMIT = 5.0
+#: The fields of a truth file and of its ``pretrained`` object.
+FIELDS = ("B", "c", "pretrained", "biases", "atoms")
+PRETRAINED_FIELDS = ("B0", "c0", "a0", "e0")
 
 
 class TruthError(ValueError):
@@ -52,12 +46,8 @@ class TruthError(ValueError):
 
 
 def atom_key(family: str) -> str:
-    """The atom key (``vpt``, ``prefix`` or ``vapt``) whose atoms a family uses."""
-    for key, families in ATOM_KEYS.items():
-        if family in families:
-            return key
-    known = ", ".join(FAMILY_NAMES + OPTIONAL_FAMILY_NAMES)
-    raise ValueError(f"family must be one of {known}; got {family!r}")
+    """The atom key (e.g. ``vpt``, ``prefix`` or ``vapt``) whose atoms a family uses."""
+    return get_family(family).atom_key
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,7 +69,7 @@ class Truth:
     @property
     def families(self) -> list[str]:
         """The default families this truth has atoms for, in the usual order."""
-        return [f for f in FAMILY_NAMES if atom_key(f) in self.atoms]
+        return [f for f in family_names() if atom_key(f) in self.atoms]
 
     def has_family(self, family: str) -> bool:
         """Whether this truth defines atoms for ``family``."""
@@ -111,6 +101,8 @@ def _array(data: dict, field: str, shape: tuple[int, ...], where: str) -> np.nda
     if field not in data:
         raise TruthError(f"field {name} is missing; expected {_shape_text(shape)}")
     value = data[field]
+    if _has_non_number(value):
+        raise TruthError(f"field {name} must be {_shape_text(shape)} (numbers, not true/false or text); got {value!r}")
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
@@ -120,6 +112,18 @@ def _array(data: dict, field: str, shape: tuple[int, ...], where: str) -> np.nda
     if not np.all(np.isfinite(arr)):
         raise TruthError(f"field {name} must be finite numbers; got {value!r}")
     return arr
+
+
+def _has_non_number(value: object) -> bool:
+    if isinstance(value, list):
+        return any(_has_non_number(v) for v in value)
+    return isinstance(value, bool) or not isinstance(value, (int, float))
+
+
+def _check_fields(data: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in data if k not in allowed]
+    if unknown:
+        raise TruthError(f"field {where}{unknown[0]} is not a truth field; expected only {', '.join(allowed)}")
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
@@ -134,6 +138,7 @@ def truth_from_dict(data: object, name: str) -> Truth:
     """Validate a truth in its JSON form; a :class:`TruthError` names the first bad field."""
     if not isinstance(data, dict):
         raise TruthError(f"a truth must be a JSON object with fields B, c, pretrained, biases, atoms; got {data!r}")
+    _check_fields(data, FIELDS, "")
     if "c" not in data or not isinstance(data["c"], list) or not data["c"]:
         raise TruthError(f"field c is {'missing' if 'c' not in data else 'malformed'}; expected a list of d numbers")
     d = len(data["c"])
@@ -144,6 +149,7 @@ def truth_from_dict(data: object, name: str) -> Truth:
         raise TruthError(
             f"field pretrained is {'missing' if pre is None else 'malformed'}; expected an object with B0, c0, a0, e0"
         )
+    _check_fields(pre, PRETRAINED_FIELDS, "pretrained.")
     pretrained = Pretrained(
         _array(pre, "B0", (d, d), "pretrained."),
         _array(pre, "c0", (d,), "pretrained."),
@@ -155,22 +161,43 @@ def truth_from_dict(data: object, name: str) -> Truth:
         raise TruthError(f"field biases is {word}; expected a non-empty list of numbers (one per atom)")
     L = len(data["biases"])
     biases = _array(data, "biases", (L,), "")
+    if np.any(np.abs(biases) > BIAS_LIMIT):
+        raise TruthError(
+            f"field biases must lie in [-{BIAS_LIMIT:g}, {BIAS_LIMIT:g}] (prompt weights e^b from 0.0067 to 148); "
+            f"got {data['biases']!r}"
+        )
     raw = data.get("atoms")
     if not isinstance(raw, dict) or not raw:
         raise TruthError(
             f"field atoms is {'missing' if raw is None else 'malformed'}; expected an object with at least one of "
-            f"{', '.join(ATOM_KEYS)}"
+            f"{', '.join(atom_keys())}"
         )
-    unknown = [k for k in raw if k not in ATOM_KEYS]
+    keys = atom_keys()
+    unknown = [k for k in raw if k not in keys]
     if unknown:
-        raise TruthError(f"field atoms.{unknown[0]} is not a known family key; expected {', '.join(ATOM_KEYS)}")
+        raise TruthError(f"field atoms.{unknown[0]} is not a known family key; expected {', '.join(keys)}")
     atoms = {}
     for key in raw:
-        P = make_family(ATOM_KEYS[key][0], B, c).n_params
+        P = int(get_family(keys[key][0]).atom_size(d))
         atoms[key] = _array(raw, key, (L, P), "atoms.")
     truth = Truth(name, B, c, pretrained, biases, atoms)
     _check_separation(truth)
+    _check_identifiable(truth)
     return truth
+
+
+def _check_identifiable(truth: Truth) -> None:
+    """Every atom key's first-order derivative functions are linearly independent (atoms identifiable)."""
+    from theory.identifiability import THRESHOLD, derivative_functions, singular_value_ratio
+
+    for key in truth.atoms:
+        ratio = singular_value_ratio(derivative_functions(atom_keys()[key][0], 1, n_points=2000, truth=truth))
+        if not ratio > THRESHOLD:
+            raise TruthError(
+                f"field atoms.{key}: the atoms are not identifiable with this B, c and pre-trained part (first-order "
+                f"derivative functions dependent, singular-value ratio {ratio:.1e}); e.g. B = 0 leaves vpt atoms "
+                "only through c^T p"
+            )
 
 
 def _check_separation(truth: Truth, n_check: int = 4000) -> None:
@@ -185,10 +212,11 @@ def _check_separation(truth: Truth, n_check: int = 4000) -> None:
                 f"field atoms.{key}: atoms {i} and {j} are {dist[i, j]:.3g} apart; true atoms must be at least "
                 f"{MIN_SEPARATION} apart to be told apart"
             )
-        family = make_family(ATOM_KEYS[key][0], truth.B, truth.c)
+        family = make_family(atom_keys()[key][0], truth.B, truth.c)
         s, h = family.scores_experts(X, atoms)
         for j in range(atoms.shape[0]):
-            gap = float(np.mean(np.abs(h[:, j] - h0)) + np.mean(np.abs(s[:, j] + truth.biases[j] - s0)))
+            ds = s[:, j] - s0
+            gap = float(np.mean(np.abs(h[:, j] - h0)) + np.mean(np.abs(ds - ds.mean())))
             if gap < MIN_PRETRAINED_GAP:
                 raise TruthError(
                     f"field atoms.{key}[{j}]: its score and expert are within {gap:.3g} of the pre-trained ones "
@@ -272,6 +300,11 @@ def load_truth(spec: str | Truth | None) -> Truth:
 
 
 DEFAULT_TRUTH = truth_from_dict(_DEFAULT, "default")
+
+
+def default_truth(family: str) -> tuple[PromptMoE, MixingMeasure]:
+    """The regression model of ``family`` and its true mixing measure under the default truth."""
+    return DEFAULT_TRUTH.model(family)
 
 
 def local_delta(n: int, delta0: float) -> float:

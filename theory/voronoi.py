@@ -136,6 +136,20 @@ def is_degenerate(G_hat: MixingMeasure, G_true: MixingMeasure) -> bool:
     return bool(small.any() or (dist > DEGENERATE_DISTANCE).any())
 
 
+#: An atom farther than this (in theta) from every true atom, carrying more than ESCAPE_SHARE of the
+#: fitted weight, has escaped.
+ESCAPE_DISTANCE = 3.0
+ESCAPE_SHARE = 0.01
+
+
+def escaped(G_hat: MixingMeasure, G_true: MixingMeasure) -> bool:
+    """Some fitted atom lies farther than 3 from every true atom while carrying more than 1 % of the weight."""
+    _check_pair(G_hat, G_true)
+    dist = np.linalg.norm(G_hat.atoms[:, None, :] - G_true.atoms[None, :, :], axis=2).min(axis=1)
+    share = G_hat.weights / G_hat.weights.sum()
+    return bool(np.any((dist > ESCAPE_DISTANCE) & (share > ESCAPE_SHARE)))
+
+
 def evaluation_grid(d: int, points_per_axis: int = 41) -> np.ndarray:
     """A regular grid on [-1, 1]^d (at most about 70,000 points)."""
     if d < 1:

@@ -3,6 +3,7 @@ and the checks of values every module shares."""
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -28,6 +29,18 @@ class OutputError(VaptError):
 
 class CheckpointError(VaptError):
     """A run's checkpoint.pt that cannot be read back (truncated, foreign or from another run)."""
+
+
+# errno values of a write that failed because of where it writes (full disk or quota, read-only file system)
+WRITE_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def write_failure(err: OSError, what: str = "file") -> OutputError | None:
+    """One-line OutputError for a write that failed for lack of space or a read-only disk; None for other errors."""
+    if err.errno not in WRITE_ERRNOS:
+        return None
+    path = f" {str(err.filename)!r}" if err.filename else ""
+    return OutputError(f"cannot write {what}{path}: {(err.strerror or 'write failed').lower()}")
 
 
 def load_failure(err: BaseException) -> str:

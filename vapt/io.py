@@ -75,6 +75,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as err:  # name the target, not the temporary file (e.g. "No space left on device: 'x.pt'")
+        if err.errno is None:
+            raise
+        raise type(err)(err.errno, err.strerror, str(path)) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -106,9 +110,19 @@ def write_csv(frame: Any, path: str | os.PathLike, columns: list[str] | None = N
 
 
 def save_torch_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """torch.save `payload` to `path` atomically."""
+    """torch.save `payload` to `path` atomically; a failed write raises the OSError behind it, naming `path`.
+
+    The file is written through a Python file object, so a full disk surfaces as OSError (errno ENOSPC)
+    rather than torch's "unexpected pos" RuntimeError.
+    """
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(payload, handle)
+        except RuntimeError as err:
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from None
+            raise
     return Path(path)

@@ -12,16 +12,21 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from timm.data.constants import IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Subset
 
 import vapt.data.images
 from tests.conftest import private_copy
+from tests.float_bounds import elementwise_atol
 from vapt.data import build_dataset, parse_data
 from vapt.data.cache import CACHE_FOLDER, cached_loader, default_cache_dir, load_split, pool_kind, pool_path
+from vapt.data.fixtures import write_vtab_task
 from vapt.run.config import TrainConfig
 from vapt.run.sweep import Launcher, sweep
 
-TF1_BOUND = 0.5 / 255 / 0.225 + 1e-6  # uint8 rounding of a tf1 resize, in normalised units
+# uint8 rounding of a tf1 resize, in normalised units: half a grey level over the smallest ImageNet std (0.224,
+# green), plus three float32 roundings (/255, -mean, /std) of values below 2.7 on each path
+TF1_BOUND = 0.5 / 255 / min(IMAGENET_DEFAULT_STD) + 2 * elementwise_atol(2.7, 3)
 
 
 @pytest.fixture
@@ -36,9 +41,9 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter:
     counts: Counter = Counter()
     real = vapt.data.images.read_rgb
 
-    def counting(path: Path) -> Image.Image:
+    def counting(path: Path, decode: str = "pil") -> Image.Image:
         counts[str(path)] += 1
-        return real(path)
+        return real(path, decode)
 
     monkeypatch.setattr(vapt.data.images, "read_rgb", counting)
     return counts
@@ -49,9 +54,9 @@ def _batches(loader: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _pair(data_root: Path, name: str, split: str, train: bool, resize: str | None, size: int = 24,
-          indices: list[int] | None = None) -> tuple[list, list]:
+          indices: list[int] | None = None, decode: str | None = None) -> tuple[list, list]:
     spec = parse_data(name)
-    dataset = build_dataset(spec, data_root, split, image_size=size, train=train, resize=resize)
+    dataset = build_dataset(spec, data_root, split, image_size=size, train=train, resize=resize, decode=decode)
     if indices is not None:
         dataset = Subset(dataset, indices)
     torch.manual_seed(3)
@@ -73,6 +78,34 @@ def test_cached_vtab_inputs_equal_the_uncached_ones(data_root: Path, resize: str
         else:
             difference = (a - b).abs().max().item()
             assert 0 < difference <= TF1_BOUND
+
+
+def test_the_rounding_bound_holds_and_is_reached_at_224_px(tmp_path: Path) -> None:
+    """On photograph-sized images resized to 224 px the bound is reached (the green channel's std, 0.224, sets it)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:375, 0:500] / 500
+    smooth = np.stack([128 + 100 * np.sin(7 * x + 2 * y), 128 + 100 * np.cos(5 * y - 3 * x), 255 * x], axis=-1)
+    images = np.clip(smooth[None] + rng.normal(0, 20, (4, 375, 500, 3)), 0, 255).astype(np.uint8)
+    labels = [0, 1, 0, 1]
+    write_vtab_task(tmp_path, "cifar", {s: (images, labels) for s in ("train800", "val200", "test")})
+    cold, cached = _pair(tmp_path, "vtab1k/cifar", "test", False, "tf1", size=224)
+    difference = max((a - b).abs().max().item() for (a, _), (b, _) in zip(cold, cached, strict=True))
+    assert 0.5 / 255 / 0.225 < difference <= TF1_BOUND  # the bound with std 0.225 would be exceeded
+
+
+def test_both_jpeg_decoders_give_the_same_inputs_cached_and_uncached(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    write_vtab_task(tmp_path, "cifar", {s: (images, [0, 1, 0, 1]) for s in ("train800", "val200", "test")},
+                    image_format="jpg")
+    inputs = {}
+    for decode in ("tfds", "pil"):
+        cold, cached = _pair(tmp_path, "vtab1k/cifar", "test", False, "pil", size=40, decode=decode)
+        assert all(torch.equal(a, b) for (a, _), (b, _) in zip(cold, cached, strict=True))
+        inputs[decode] = torch.cat([a for a, _ in cold])
+    assert not torch.equal(inputs["tfds"], inputs["pil"])  # separate pools: one decoder's pixels never serve the other
+    pools = {p.name for p in (tmp_path / "cache").rglob("*.pt")}
+    assert pools == {"resize40_pil.pt", "resize40_pil_tfds.pt"}
 
 
 def test_cached_fgvc_splits_equal_the_uncached_ones(data_root: Path) -> None:
@@ -128,7 +161,7 @@ def test_no_cache_keeps_the_old_path(data_root: Path, tmp_path: Path, decodes: C
 
 def _pool_file(data_root: Path) -> Path:
     folder = data_root / "vtab-1k" / "cifar"
-    return pool_path(data_root / "cache", "vtab1k", folder, pool_kind("vtab1k", False, 24, "tf1"))
+    return pool_path(data_root / "cache", "vtab1k", folder, pool_kind("vtab1k", False, 24, "tf1", "tfds"))
 
 
 def test_stale_entries_are_decoded_again(data_root: Path, decodes: Counter) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.float_bounds import elementwise_atol
 from vapt.__main__ import main as vapt_main
 from vapt.data import build_transform
 from vapt.data.resize import TF1Resize, resolve_resize, tf1_resize
@@ -61,7 +62,8 @@ def test_vtab_transform_uses_tf1_by_default_and_pil_on_request() -> None:
     by_hand = tf1_resize(torch.from_numpy(pixels).permute(2, 0, 1), (10, 10)) / 255
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    assert torch.allclose(tf1, (by_hand - mean) / std, atol=1e-6)
+    # both sides: three float32 roundings (/255, -mean, /std) of values up to (1 - 0.406) / 0.225 < 2.7
+    assert torch.allclose(tf1, (by_hand - mean) / std, atol=2 * elementwise_atol(2.7, 3), rtol=0)
     pil = build_transform("vtab1k", train=False, image_size=10, resize="pil")(image)
     assert pil.shape == tf1.shape and not torch.allclose(pil, tf1, atol=1e-3)
     assert resolve_resize("vtab1k", None) == "tf1" and resolve_resize("fgvc", None) == "pil"
@@ -77,14 +79,17 @@ def test_fgvc_tf1_transform_crops_to_size() -> None:
 
 def test_run_id_marks_every_resize_and_precision_that_older_runs_did_not_use() -> None:
     config = TrainConfig(backbone="vit_test", method="vapt", data="vtab1k/cifar", data_root="data")
-    pil = run_id(dataclasses.replace(config, resize="pil"))
-    # older VTAB runs (PIL, bf16) keep their ids; the tf1 default gets ids of its own
-    assert config.resolved().resize == "tf1" and run_id(config) == pil + "_rstf1"
-    assert not pil.endswith(("_rspil", "_rstf1", "_fp32"))
-    assert run_id(dataclasses.replace(config, precision="fp32")).endswith("_rstf1_fp32")
+    pil = run_id(dataclasses.replace(config, resize="pil", decode="pil"))
+    # older VTAB runs (PIL resize and decoding, bf16) keep their ids; the tf1 and tfds defaults get ids of their own
+    assert config.resolved().resize == "tf1" and config.resolved().decode == "tfds"
+    assert run_id(config) == pil + "_rstf1_dctfds"
+    assert not pil.endswith(("_rspil", "_rstf1", "_fp32", "_dcpil", "_dctfds"))
+    assert run_id(dataclasses.replace(config, precision="fp32")).endswith("_rstf1_fp32_dctfds")
+    assert run_id(dataclasses.replace(config, decode="pil")) == pil + "_rstf1"
     assert run_id(dataclasses.replace(config, cache=False, compile=True, cache_dir="x")) == run_id(config)
     fgvc = dataclasses.replace(config, data="fgvc/cub")
-    assert fgvc.resolved().resize == "pil" and not run_id(fgvc).endswith("_rstf1")
+    assert fgvc.resolved().resize == "pil" and not run_id(fgvc).endswith(("_rstf1", "_dctfds"))
+    assert run_id(dataclasses.replace(fgvc, decode="tfds")).endswith("_dctfds")
     assert run_id(dataclasses.replace(fgvc, resize="tf1")).endswith("_rstf1")
     with pytest.raises(ConfigError, match="precision must be one of bf16, fp32, got 'fp16'"):
         dataclasses.replace(config, precision="fp16").resolved()

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import vapt
+from tests.float_bounds import gamma
 from vapt.__main__ import main as vapt_main
 from vapt.cli import DOCS_HELP
 from vapt.config import prompted_methods
@@ -85,7 +86,8 @@ def test_cli_writes_the_lens_table_and_figures(trained, tmp_path):
     images = run_images(record, data_root, "test", 6, 32)
     expected = vapt.gate_mass(model, images)
     measured = table[table["method"] == "vapt"].reset_index(drop=True)
-    np.testing.assert_allclose(measured["prompt_mass"], expected["prompt_mass"], atol=1e-6)
+    # float32 sums of at most 68 probabilities per query (vit_test: class token, 3 prompts, 64 patches)
+    np.testing.assert_allclose(measured["prompt_mass"], expected["prompt_mass"], atol=gamma(1 + 3 + 64), rtol=0)
     dependence = vapt.prompt_dependence(model, images)
     merged = measured.drop_duplicates("layer").set_index("layer")["dependence"]
     np.testing.assert_allclose(merged.to_numpy(), dependence["dependence"].to_numpy(), equal_nan=True, atol=1e-9)

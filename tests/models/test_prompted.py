@@ -269,3 +269,25 @@ def test_wrap_equals_create_model_on_the_same_weights(images):
     assert vapt.count_parameters(wrapped) == vapt.count_parameters(built)
     with pytest.raises(vapt.ConfigError, match="cannot wrap a Linear"):
         vapt.wrap(torch.nn.Linear(2, 2), "vapt", 5)
+
+
+@pytest.mark.parametrize(("name", "prefix"), [("deit_small_patch16_224", 1), ("deit3_small_patch16_224", 1),
+                                              ("deit_tiny_distilled_patch16_224", 2)])
+def test_deit_models_are_vision_transformers(name, prefix, images):
+    """DeiT, DeiT-III and distilled DeiT (a VisionTransformer subclass) build by name, with their own pooling."""
+    from vapt.models.backbones import backbone_spec
+
+    assert backbone_spec(name).family == "vit"
+    prompted = vapt.create_model(name, "vpt_deep", num_classes=5, image_size=32, num_tokens=3).eval()
+    assert isinstance(prompted, PromptedViT) and prompted.num_prefix_tokens == prefix
+    assert prompted(images).shape == (3, 5)
+    linear = vapt.create_model(name, "linear", num_classes=5, image_size=32).eval()
+    backbone = linear.backbone  # linear probing: the features are the backbone's own pre-logits, bit for bit
+    torch.testing.assert_close(linear.forward_features(images),
+                               backbone.forward_head(backbone.forward_features(images), pre_logits=True),
+                               rtol=0, atol=0)
+
+
+def test_timm_models_that_are_not_vits_are_refused():
+    with pytest.raises(vapt.ConfigError, match="'resnet18' is a timm model but not a VisionTransformer"):
+        vapt.create_model("resnet18", "vapt", num_classes=3)

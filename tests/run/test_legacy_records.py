@@ -1,4 +1,4 @@
-"""Records made before `--resize` and `--precision` existed (PIL resize, bf16): read, kept apart, reused by Grad-CAM."""
+"""Records made before `--resize`, `--precision`, `--decode` existed (PIL resize, decoding, bf16): read, kept apart."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from vapt.run.record import RECORD_NAME, RunRecord
 from vapt.run.sweep import Launcher, SweepError, is_run_done, run_stage
 from vapt.run.train import train
 
-NEW_FIELDS = ("resize", "precision", "cache", "cache_dir", "compile")
+NEW_FIELDS = ("resize", "precision", "decode", "cache", "cache_dir", "compile")
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_a_record_without_resize_reads_as_pil_and_bf16(data_root: Path, tmp_path
     path = _write_record(config, drop_new_fields=True)
     assert "resize" not in json.loads(path.read_text())["config"]
     record = RunRecord.read(path)
-    assert (record.config["resize"], record.config["precision"]) == ("pil", "bf16")
+    assert (record.config["resize"], record.config["precision"], record.config["decode"]) == ("pil", "bf16", "pil")
     assert TrainConfig.from_dict(record.config).resolved().resize == "pil"
     table = load_results(tmp_path / "runs")
     assert list(table["value"]) == [50.0] and list(table["run_id"]) == [run_id(config)]
@@ -57,10 +57,11 @@ def test_a_record_without_resize_reads_as_pil_and_bf16(data_root: Path, tmp_path
 
 def test_an_older_pil_run_is_not_done_for_the_tf1_default(data_root: Path, tmp_path: Path) -> None:
     tf1 = _config(data_root, tmp_path / "runs")
-    pil = dataclasses.replace(tf1, resize="pil")
+    pil = dataclasses.replace(tf1, resize="pil", decode="pil")
     _write_record(pil, drop_new_fields=True)
-    assert run_id(tf1) != run_id(pil) and run_id(tf1) == run_id(pil) + "_rstf1"
+    assert run_id(tf1) != run_id(pil) and run_id(tf1) == run_id(pil) + "_rstf1_dctfds"
     assert is_run_done(pil) and not is_run_done(tf1)
+    assert not is_run_done(dataclasses.replace(pil, decode="tfds"))  # a record without the field is PIL-decoded
     assert not is_run_done(dataclasses.replace(pil, precision="fp32"))
 
 
@@ -70,10 +71,11 @@ def test_a_record_made_with_another_resize_is_neither_done_nor_overwritten(data_
     path = _write_record(pil, drop_new_fields=False, resize="tf1")  # e.g. moved by hand into the PIL run's folder
     before = path.read_bytes()
     assert not RunRecord.read(path).made_with(pil) and not is_run_done(pil)
-    with pytest.raises(ConfigError, match=r"result.json was made with resize tf1, precision bf16, not resize pil"):
+    made = r"resize tf1, precision bf16, decode tfds, not resize pil, precision bf16, decode tfds"
+    with pytest.raises(ConfigError, match=r"result.json was made with " + made):
         train(pil)
     assert path.read_bytes() == before
-    with pytest.raises(SweepError, match="made with resize tf1, precision bf16; move it away"):
+    with pytest.raises(SweepError, match="made with resize tf1, precision bf16, decode tfds; move it away"):
         run_stage([pil], Launcher("debug", folder=str(tmp_path / "submitit")))
     assert path.read_bytes() == before
 

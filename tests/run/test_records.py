@@ -47,7 +47,7 @@ def test_one_row_per_run_and_split(tmp_path: Path) -> None:
                     wall_time_s=3.5, fraction=1.0, epochs=100, method="vapt", backbone="vit_b16_in21k")
     assert {k: dsprites[k] for k in expected} == expected
     prefix = "vtab1k-dsprites_loc/vit_b16_in21k/vapt_num_tokens10"
-    assert dsprites["run_id"] == f"{prefix}/train800-val200/lr2.5_wd0.0001_s44_rstf1"
+    assert dsprites["run_id"] == f"{prefix}/train800-val200/lr2.5_wd0.0001_s44_rstf1_dctfds"
     failed = frame[frame["status"] == "failed"].iloc[0]
     assert failed["lr"] == 50 and math.isnan(failed["value"])
 
@@ -94,9 +94,10 @@ def test_run_record_round_trip_and_the_previous_version(tmp_path: Path) -> None:
     assert record.final == {"val200": 20.0} and record.error is None and "error" not in record.to_dict()
     with pytest.raises(TypeError):
         record["final"]  # records are read through their fields, not by key
-    assert (record.config["resize"], record.config["precision"]) == ("pil", "bf16")  # how those runs were made
+    made = (record.config["resize"], record.config["precision"], record.config["decode"])
+    assert made == ("pil", "bf16", "pil")  # how those runs were made
     record.write(path)
-    legacy_config = {**PREVIOUS_VERSION_RECORD["config"], "resize": "pil", "precision": "bf16"}
+    legacy_config = {**PREVIOUS_VERSION_RECORD["config"], "resize": "pil", "precision": "bf16", "decode": "pil"}
     assert json.loads(path.read_text()) == {**PREVIOUS_VERSION_RECORD, "config": legacy_config,
                                             "schema": SCHEMA_VERSION}
     failed = RunRecord.from_dict({**PREVIOUS_VERSION_RECORD, "status": "failed", "failure": NON_FINITE})

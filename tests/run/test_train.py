@@ -43,7 +43,7 @@ def test_cli_two_epoch_run_writes_a_complete_record(data_root: Path, tmp_path: P
     command = [sys.executable, "-m", "vapt", *argv]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr
-    run = out / "vtab1k-cifar/vit_test/vapt_num_tokens4/train800-val200/lr5_wd0.001_s42_ep2_bs16_rstf1"
+    run = out / "vtab1k-cifar/vit_test/vapt_num_tokens4/train800-val200/lr5_wd0.001_s42_ep2_bs16_rstf1_dctfds"
     record = json.loads((run / "result.json").read_text())
 
     config = record["config"]
@@ -166,9 +166,9 @@ def test_optimizer_exempts_only_the_head_bias() -> None:
 
 def test_run_id_is_readable_and_separates_results() -> None:
     config = TrainConfig("vit_b16_in21k", "vapt", "vtab1k/cifar", "data", lr=5, wd=0.001, seed=42)
-    assert run_id(config) == "vtab1k-cifar/vit_b16_in21k/vapt/train800-val200/lr5_wd0.001_s42_rstf1"
+    assert run_id(config) == "vtab1k-cifar/vit_b16_in21k/vapt/train800-val200/lr5_wd0.001_s42_rstf1_dctfds"
     final = dataclasses.replace(config, train_split="train800val200")
-    assert run_id(final) == "vtab1k-cifar/vit_b16_in21k/vapt/train800val200-test/lr5_wd0.001_s42_rstf1"
+    assert run_id(final) == "vtab1k-cifar/vit_b16_in21k/vapt/train800val200-test/lr5_wd0.001_s42_rstf1_dctfds"
     assert run_id(dataclasses.replace(config, device="cpu", data_root="elsewhere")) == run_id(config)
     variants = [dict(lr=2.5), dict(wd=0), dict(seed=44), dict(fraction=0.1), dict(num_tokens=50),
                 dict(epochs=10), dict(batch_size=32), dict(method_options=(("kernel_size", 3),))]

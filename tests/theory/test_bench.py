@@ -32,3 +32,23 @@ def test_iteration_costs_are_measured_for_the_family():
     for key in ("jac_analytic_ms", "jac_2point_ms", "svd_ms", "normal_eq_ms", "jac_speedup", "iteration_speedup"):
         assert np.isfinite(row[key]) and row[key] > 0
     assert row["jac_max_abs_gap"] < 1e-5  # both time the same Jacobian
+
+
+def test_tolerance_comparison_measures_the_same_fits():
+    from theory.bench import compare_tolerances
+    from theory.experiment import TOLERANCE
+
+    before = dict(TOLERANCE)
+    rows = compare_tolerances("vpt", [300, 600], 1, [1e-12, 1e-4])
+    assert TOLERANCE == before  # the experiment's tolerances are restored
+    assert rows[0]["max_mean_log_change"] == 0.0 and rows[1]["nfev_per_fit"] <= rows[0]["nfev_per_fit"]
+    assert np.isfinite(rows[1]["max_mean_log_change"]) and rows[1]["worst_metric"] in ("D2", "D1", "L2", "param_err",
+                                                                                       "expert_sup")
+
+
+def test_bounds_comparison_has_three_designs():
+    from theory.bench import compare_bounds
+
+    rows = compare_bounds("vpt", [300, 600], 1)
+    assert [r["design"] for r in rows] == ["unbounded", "projected LM", "smooth tanh"]
+    assert all(0 <= r["boundary_share"] <= 1 and r["nfev_per_fit"] > 0 for r in rows)

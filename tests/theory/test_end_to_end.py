@@ -3,8 +3,9 @@
 import numpy as np
 import pandas as pd
 
-from theory.experiment import run_experiment, summarize
+from theory.runner import run_experiment
 from theory.sample_efficiency import main
+from theory.summary import summarize
 
 REQUIRED = [
     "family",

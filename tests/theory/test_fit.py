@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from theory.experiment import summarize
 from theory.fit import derive_seed, fit_least_squares, initial_points
-from theory.models import MixingMeasure, default_truth, sample_data
+from theory.models import MixingMeasure, sample_data
+from theory.summary import summarize
+from theory.truths import default_truth
 from theory.voronoi import voronoi_d1
 
 

@@ -18,7 +18,8 @@ else:
     raise SystemExit("the torch blocker does not work")
 import theory
 import theory.models, theory.fit, theory.voronoi, theory.rates, theory.identifiability
-import theory.experiment, theory.figures, theory.io, theory.sample_efficiency, theory.bench
+import theory.experiment, theory.figures, theory.io, theory.sample_efficiency, theory.bench, theory.runner
+import theory.summary, theory.config, theory.families, theory.report, theory.activations
 assert "torch" not in sys.modules
 print("ok")
 """

@@ -3,16 +3,13 @@
 import numpy as np
 import pytest
 
-from theory.models import (
-    FAMILY_NAMES,
-    OPTIONAL_FAMILY_NAMES,
-    MixingMeasure,
-    activation,
-    default_truth,
-    make_family,
-)
+from theory.activations import activation
+from theory.families import family_names, make_family
+from theory.models import MixingMeasure
+from theory.truths import default_truth
 
-ALL_FAMILIES = FAMILY_NAMES + OPTIONAL_FAMILY_NAMES
+FAMILY_NAMES = family_names()
+ALL_FAMILIES = family_names(optional=True)
 
 
 def _rel_err(a, b):
@@ -95,7 +92,7 @@ def test_families_differ_and_truth_is_separated():
 
 def test_unknown_family_message_names_value():
     with pytest.raises(ValueError, match="'transformer'"):
-        make_family("transformer")
+        make_family("transformer", np.eye(2), np.ones(2))
 
 
 def test_prepare_rejects_wrong_input_shape():
@@ -105,7 +102,7 @@ def test_prepare_rejects_wrong_input_shape():
 
 
 def test_family_and_measure_validation():
-    from theory.models import StaticPrompt
+    from theory.prompts_static import StaticPrompt
 
     with pytest.raises(ValueError, match="B must have shape"):
         StaticPrompt("vpt", np.ones((2, 3)), np.ones(2))

@@ -11,7 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PARENT = """
 import sys, time
-from theory.experiment import make_pool
+from theory.runner import make_pool
 pool = make_pool(2)
 pids = sorted(set(pool.submit(__import__("os").getpid).result() for _ in range(8)))
 print(" ".join(map(str, pids)), flush=True)

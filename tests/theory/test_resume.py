@@ -7,9 +7,10 @@ import stat
 import pandas as pd
 import pytest
 
-import theory.experiment as experiment
-from theory.experiment import CheckpointError, build_tasks, read_checkpoint, run_tasks, task_key
+import theory.runner as runner
+from theory.experiment import build_tasks
 from theory.io import write_csv
+from theory.runner import CheckpointError, read_checkpoint, run_tasks, task_key
 from theory.sample_efficiency import CHECKPOINT_NAME, main
 
 COLUMNS = ["family", "regime", "n", "replicate", "cost", "D1", "L2", "params"]
@@ -25,8 +26,8 @@ def test_rerun_reuses_every_recorded_fit(tmp_path, monkeypatch):
     first = run_tasks(tasks[:3], checkpoint=ckpt)
     assert len(ckpt.read_text().splitlines()) == 3
     calls = []
-    real = experiment.run_task
-    monkeypatch.setattr(experiment, "run_task", lambda t: calls.append(task_key(t)) or real(t))
+    real = runner.run_task
+    monkeypatch.setattr(runner, "run_task", lambda t: calls.append(task_key(t)) or real(t))
     full = run_tasks(tasks, checkpoint=ckpt)
     assert calls == [task_key(tasks[3])]  # only the fit that was not recorded ran
     assert len(ckpt.read_text().splitlines()) == 4

@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 
-from theory.experiment import MAX_NFEV, N_STARTS, make_config, run_experiment, summarize
+from theory.experiment import MAX_NFEV, N_STARTS, make_config
+from theory.families import family_names
 from theory.fit import TOLERANCE, derive_seed, fit_least_squares, initial_points, levenberg_marquardt
-from theory.models import FAMILY_NAMES, default_truth, sample_data
+from theory.models import sample_data
+from theory.runner import run_experiment
+from theory.summary import summarize
+from theory.truths import default_truth
+
+FAMILY_NAMES = family_names()
 
 
 def test_lm_reaches_trf_objective_on_the_same_fits():

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from theory.experiment import run_experiment, summarize
+from theory.runner import run_experiment
+from theory.summary import summarize
 from theory.truths import (
     DEFAULT_TRUTH,
     PRESETS,
@@ -134,7 +135,7 @@ def test_local_experiment_rows():
 def test_local_report_labels_a_pre_asymptotic_family():
     import pandas as pd
 
-    from theory.sample_efficiency import _local_report
+    from theory.report import local_lines as _local_report
 
     summary = pd.DataFrame(
         [dict(family=f, regime="local", metric="W1", kind="rate", slope=s, ci_low=s - 0.05, ci_high=s + 0.1,
@@ -147,3 +148,46 @@ def test_local_report_labels_a_pre_asymptotic_family():
     lines = _local_report(summary, degenerate)
     labelled = [line for line in lines if "pre-asymptotic" in line]
     assert len(labelled) == 1 and labelled[0].strip().startswith("vapt")
+
+
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (lambda d: {**d, "biases": [0.0, -60.0]}, "biases"),  # weight 1e-26: no prompt at all
+        (lambda d: {**d, "B": [[0, 0], [0, 0]], "atoms": {"vpt": d["atoms"]["vpt"]}}, "atoms.vpt"),  # B = 0
+        (lambda d: {**d, "weights": [1.0, 0.6]}, "weights"),  # unknown field
+        (lambda d: {**d, "pretrained": {**d["pretrained"], "scale": 2}}, "pretrained.scale"),
+        (lambda d: {**d, "pretrained": {**d["pretrained"], "e0": True}}, "pretrained.e0"),  # a boolean
+        (lambda d: {**d, "biases": [0.0, False]}, "biases"),
+    ],
+)
+def test_truth_validation_refuses_what_it_used_to_accept(tmp_path, edit, field):
+    path = _write(tmp_path, edit(PRESETS["default"]))
+    with pytest.raises(TruthError, match=field.replace(".", r"\.")):
+        load_truth(path)
+
+
+def test_cli_refuses_an_unidentifiable_truth_in_one_line(tmp_path, run_module):
+    data = {**PRESETS["default"], "B": [[0, 0], [0, 0]], "atoms": {"vpt": PRESETS["default"]["atoms"]["vpt"]}}
+    path = _write(tmp_path, data)
+    proc = run_module("theory.sample_efficiency", "--truth", path, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "atoms.vpt" in lines[0] and "identifiable" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--experiments", "expressiveness", "--no-expressiveness"],
+        ["--experiments", "expressiveness", "--truth", "VAPT_ONLY"],
+    ],
+)
+def test_nothing_to_run_is_one_error_line(tmp_path, run_module, args):
+    data = {**PRESETS["default"], "atoms": {"vapt": PRESETS["default"]["atoms"]["vapt"]}}
+    args = [_write(tmp_path, data) if a == "VAPT_ONLY" else a for a in args]
+    proc = run_module("theory.sample_efficiency", *args, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nothing to run" in lines[0]
+    assert not (tmp_path / "out").exists()

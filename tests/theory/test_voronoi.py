@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from theory.models import FAMILY_NAMES, MixingMeasure, default_truth
+from theory.families import family_names
+from theory.models import MixingMeasure
+from theory.truths import default_truth
 from theory.voronoi import (
     cell_parameter_errors,
     smallest_multi_atom_weight,
@@ -11,6 +13,8 @@ from theory.voronoi import (
     voronoi_d1,
     voronoi_d2,
 )
+
+FAMILY_NAMES = family_names()
 
 
 def _split(G, cell, delta):
@@ -107,11 +111,11 @@ def test_degenerate_flag_on_hand_built_fits():
 
 
 def test_parameter_and_expert_errors_over_multi_atom_cells_weighted_by_share():
-    from theory.models import make_family
+    from theory.families import make_family
     from theory.voronoi import evaluation_grid, expert_sup_error, parameter_error
 
     _, G = default_truth("vpt")
-    family = make_family("vpt")
+    family = make_family("vpt", np.array([[1.0, 0.5], [-0.3, 1.0]]), np.array([1.0, -2.0]))
     w0, w1 = G.weights
     # cell 0 holds two atoms at distance 0.1 (share 0.75) and 0.3 (share 0.25); cell 1 one atom at 0.5
     fit = _fit([[1.1, -0.5], [1.3, -0.5], [-0.8, 1.1]], [0.75 * w0, 0.25 * w0, w1])

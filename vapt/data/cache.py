@@ -11,15 +11,17 @@ of one dataset folder at one (image size, resize mode, kind), as uint8 CHW tenso
 Normalisation ([0, 1], then ImageNet mean / std) runs per batch on the training device, and the
 split's uint8 images are held on the GPU when they fit. `pil` resizes already produce uint8, so cached
 inputs equal the uncached ones bit for bit; `tf1` resizes produce floats, which the cache rounds to the
-nearest integer: cached inputs differ from uncached ones by at most 0.5 / 255 / std (0.0087 in
-normalised units for ImageNet's smallest std, 0.225).
+nearest integer: cached inputs differ from uncached ones by at most 0.5 / 255 / std (0.0087535 in
+normalised units for ImageNet's smallest std, 0.224, that of the green channel).
 
 Validity: each entry records its image's path, file size and modification time and a CRC-32 of its
 pixels; the split file is parsed on every run, and its SHA-256 is kept in the pool's manifest. An
 entry whose image changed, or whose pixels fail their checksum, is decoded again; a file that cannot
 be read or does not have the expected structure is rebuilt. Pools are written atomically under a file
 lock, so concurrent runs of a sweep share them safely. A split that reuses images of another split
-(VTAB's train800val200) decodes nothing new.
+(VTAB's train800val200) decodes nothing new. A cache that cannot be written (full disk, read-only
+folder) gives one warning per folder; the run then keeps the images it decoded in memory (the same
+inputs) and the previous pool file, if any, stays whole.
 
 Location (`--cache-dir`): by default `<data root>/.vapt-cache` when the data root is writable, else
 `$XDG_CACHE_HOME/vapt` (`~/.cache/vapt`); pools of different data folders never collide (the folder's
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -62,12 +65,16 @@ def default_cache_dir(data_root: str | os.PathLike) -> Path:
     return Path(base) / "vapt"
 
 
-def pool_kind(benchmark: str, train: bool, image_size: int, resize: str) -> str:
-    """A name for what a pool stores, e.g. `resize224_tf1`, `short256-center224_pil`, `short256_pil`."""
+def pool_kind(benchmark: str, train: bool, image_size: int, resize: str, decode: str = "pil") -> str:
+    """A name for what a pool stores, e.g. `resize224_tf1_tfds`, `short256-center224_pil`, `short256_pil`.
+
+    PIL-decoded pools keep the names they had before the decoder was a choice, so they stay valid.
+    """
+    suffix = "" if decode == "pil" else f"_{decode}"
     if benchmark == "vtab1k":
-        return f"resize{image_size}_{resize}"
+        return f"resize{image_size}_{resize}{suffix}"
     short = round(image_size * 256 / 224)
-    return f"short{short}_{resize}" if train else f"short{short}-center{image_size}_{resize}"
+    return (f"short{short}_{resize}" if train else f"short{short}-center{image_size}_{resize}") + suffix
 
 
 def split_file_of(dataset: ImageListDataset) -> Path | None:
@@ -163,8 +170,23 @@ def _load_pool(path: Path, kind: str, folder: str) -> Pool:
         return Pool.empty(kind, folder)
 
 
-def _decode(path: Path, steps: Sequence[Any]) -> Tensor:
-    image: Any = image_io.read_rgb(path)
+_warned: set[str] = set()  # cache folders already reported as unwritable in this process
+
+
+def _warn_unwritable(path: Path, err: OSError) -> None:
+    """One warning per cache folder that cannot be written; the run goes on with the images decoded in memory."""
+    folder = str(path.parent.parent)
+    if folder in _warned:
+        return
+    _warned.add(folder)
+    reason = (err.strerror or type(err).__name__).lower()
+    print(f"warning: preprocessed cache {path} cannot be written ({reason}); this run keeps the images it decodes "
+          f"in memory and the next run decodes them again (free space, or pass --cache-dir DIR or --no-cache)",
+          file=sys.stderr)
+
+
+def _decode(path: Path, steps: Sequence[Any], decode: str = "pil") -> Tensor:
+    image: Any = image_io.read_rgb(path, decode)
     for step in steps:
         image = step(image)
     tensor = to_uint8_tensor(image)
@@ -215,16 +237,24 @@ def load_split(
     resize = resolve_resize(benchmark, resize)
     if benchmark == "vtab1k":
         train = False  # no augmentation: training and evaluation store the same images
-    kind = pool_kind(benchmark, train, image_size, resize)
+    decode = getattr(dataset, "decode", "pil")
+    kind = pool_kind(benchmark, train, image_size, resize, decode)
     steps, _ = geometric_steps(benchmark, train, image_size, resize)
     split_file = split_file_of(dataset)
     folder = split_file.parent if split_file is not None else Path(os.path.commonpath([p for p, _ in dataset.samples]))
+    folder_key = str(folder.resolve())
     path = pool_path(cache_dir, benchmark, folder, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys = [os.path.relpath(p, folder) for p, _ in dataset.samples]
     stamps = [_stamp(p) for p, _ in dataset.samples]
-    with FileLock(str(path) + ".lock"):
-        pool = _load_pool(path, kind, str(folder.resolve()))
+    lock: FileLock | None = FileLock(str(path) + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as err:  # no cache folder here: decode into memory, write nothing
+        _warn_unwritable(path, err)
+        lock = None
+    try:
+        pool = _load_pool(path, kind, folder_key) if lock is not None else Pool.empty(kind, folder_key)
         usable: dict[str, int] = {}
         for key, stamp in zip(keys, stamps, strict=True):
             entry = pool.entries.get(key)
@@ -237,11 +267,18 @@ def load_split(
         split_name = getattr(dataset, "split", "samples")
         if missing or pool.split_hashes.get(split_name) != split_hash:
             by_key = dict(zip(keys, (p for p, _ in dataset.samples), strict=True))
-            new = {k: _decode(by_key[k], steps) for k in missing}
+            new = {k: _decode(by_key[k], steps, decode) for k in missing}
             pool = _merged(pool, usable, new, {k: s for k, s in zip(keys, stamps, strict=True)})
             pool.split_hashes[split_name] = split_hash
-            save_torch_atomic(path, pool.payload())
+            if lock is not None:
+                try:
+                    save_torch_atomic(path, pool.payload())  # atomic: the previous pool stays whole on failure
+                except OSError as err:
+                    _warn_unwritable(path, err)
             usable = {k: pool.entries[k][0] for k in keys}
+    finally:
+        if lock is not None:
+            lock.release()
     pixels = [pool.pixels(usable[k]) for k in keys]
     labels = torch.tensor([label for _, label in dataset.samples], dtype=torch.int64)
     if len({tuple(t.shape) for t in pixels}) == 1:

@@ -3,8 +3,13 @@
 For every VTAB-1K task and FGVC dataset found under the data root: the layout (split files present),
 each split's size against the expected one (VTAB-1K: 800 / 200 / 1,000, and for test the commonly used
 VTAB test size of the task; FGVC: the VPT splits), class coverage per split, split lines that are
-malformed or point to missing files, labels out of range, and images that cannot be decoded. Tasks
-that are absent are listed, not errors. A manifest (counts, image-size histogram, SHA-256 of every
+malformed or point to missing files, labels out of range, images that cannot be decoded or have no
+defined 8-bit scale (e.g. 32-bit floats), and per split the image modes and sizes. Warnings (in the
+report and the manifest, never errors): images smaller than the backbone's patch on a side
+(`--patch-size`, default 16), images of more than 8 bits (scaled to 8 bits when read), and classes of an
+evaluation split (val200, test; FGVC: val, test) absent from the split trained before it (train800,
+train800val200; FGVC: train); `train` prints the same warnings for its own splits first. Tasks that are
+absent are listed, not errors. A manifest (counts, image-size histogram, SHA-256 of every
 split file, and with `--hash-images` a SHA-256 over each split's image files) is written atomically to
 `--out`, so two copies of the data can be compared in seconds: `--compare THEIR_MANIFEST.json` prints
 the differences.
@@ -22,6 +27,7 @@ import hashlib
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +35,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from vapt.cli import DOCS_HELP
-from vapt.data.fgvc import FGVC_DATASETS, FGVC_SPLITS, IMAGE_FOLDERS
-from vapt.data.vtab import VTAB_SPLITS, VTAB_TASKS
+from vapt.data.fgvc import FGVC_DATASETS, FGVC_SPLITS, find_in_image_folders
+from vapt.data.images import find_image, read_split_text, to_rgb
+from vapt.data.vtab import VTAB_SPLITS, VTAB_TASKS, split_lines
 from vapt.errors import DataLayoutError
 from vapt.io import write_json_atomic
 
@@ -49,6 +56,13 @@ FGVC_SIZES: dict[str, tuple[int, int, int]] = {
     "cub": (5_394, 600, 5_794), "nabirds": (21_536, 2_393, 24_633), "oxford_flowers": (1_020, 1_020, 6_149),
     "stanford_dogs": (10_800, 1_200, 8_580), "stanford_cars": (7_329, 815, 8_041),
 }
+DEFAULT_PATCH = 16  # the patch of the paper's ViT-B/16; `--patch-size` for other backbones
+# training split -> the splits evaluated after it, whose classes it should cover (docs/protocol.md)
+EVAL_SPLITS_OF: dict[str, dict[str, tuple[str, ...]]] = {
+    "vtab1k": {"train800": ("val200",), "train800val200": ("test",)},
+    "fgvc": {"train": ("val", "test")},
+    "custom": {},
+}
 HISTOGRAM_SIZES = 20  # image sizes listed one by one; the rest are counted as "other"
 EXAMPLES = 5  # problems listed by name per kind and split
 
@@ -65,24 +79,22 @@ def expected_size(benchmark: str, task: str, split: str) -> int | None:
 
 
 def _vtab_entries(split_file: Path) -> tuple[list[tuple[str, Any]], list[str]]:
-    entries, malformed = [], []
-    with open(split_file, encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            parts = line.strip().rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                malformed.append(f"line {number}: {line.strip()[:80]!r}")
-                continue
-            entries.append((parts[0], int(parts[1])))
+    try:
+        lines = split_lines(split_file)
+    except DataLayoutError as err:
+        return [], [str(err)]
+    entries = [(relative, label) for _, relative, label in lines if label is not None]
+    malformed = [f"line {number}: {relative[:80]!r}" for number, relative, label in lines if label is None]
     return entries, malformed
 
 
 def _fgvc_entries(split_file: Path) -> tuple[list[tuple[str, Any]], list[str]]:
     try:
-        data = json.loads(split_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(read_split_text(split_file))
+    except json.JSONDecodeError as err:
         return [], [f"not valid JSON ({err})"]
+    except DataLayoutError as err:
+        return [], [str(err)]
     if not isinstance(data, dict):
         return [], ["not a JSON object of image path -> class id"]
     entries, malformed = [], []
@@ -101,14 +113,15 @@ def _histogram(sizes: Counter) -> dict[str, int]:
 
 
 def check_split(benchmark: str, task: str, folder: Path, split: str, num_classes: int, decode: bool,
-                hash_images: bool) -> dict[str, Any]:
-    """One split's report: counts against the benchmark's, classes, problems and the image-size histogram."""
+                hash_images: bool, patch_size: int = DEFAULT_PATCH) -> dict[str, Any]:
+    """One split's report: counts against the benchmark's, classes, image modes and sizes, problems, warnings."""
     split_file = folder / (f"{split}.txt" if benchmark == "vtab1k" else f"{split}.json")
     if not split_file.is_file():
         return {"file": split_file.name, "present": False}
     entries, malformed = (_vtab_entries if benchmark == "vtab1k" else _fgvc_entries)(split_file)
     sizes: Counter = Counter()
-    missing, unreadable, out_of_range = [], [], []
+    modes: Counter = Counter()
+    missing, unreadable, out_of_range, small = [], [], [], []
     labels: Counter = Counter()
     image_digest = hashlib.sha256()
     for relative, label in tqdm(entries, desc=f"{task}/{split}", leave=False, disable=None, file=sys.stderr):
@@ -116,16 +129,21 @@ def check_split(benchmark: str, task: str, folder: Path, split: str, num_classes
             out_of_range.append(f"{relative}: label {label}")
             continue
         labels[label] += 1
-        folders = ("",) if benchmark == "vtab1k" else IMAGE_FOLDERS
-        path = next((p for p in (folder / sub / relative for sub in folders) if p.is_file()), None)
+        path = find_image(folder / relative) if benchmark == "vtab1k" else find_in_image_folders(folder, relative)
         if path is None:
             missing.append(relative)
             continue
         try:
             with Image.open(path) as image:
                 sizes[f"{image.width}x{image.height}"] += 1
+                modes[image.mode] += 1
+                if min(image.size) < patch_size:
+                    small.append(f"{relative} ({image.width}x{image.height})")
                 if decode:
                     image.load()
+                    to_rgb(image, relative)
+        except DataLayoutError as err:  # a mode without a defined 8-bit scale
+            unreadable.append(str(err).removeprefix("image file "))
         except Exception as err:  # any decoder failure means the file is unusable
             unreadable.append(f"{relative} ({type(err).__name__})")
         if hash_images:
@@ -137,12 +155,14 @@ def check_split(benchmark: str, task: str, folder: Path, split: str, num_classes
         "size_matches": expected is None or len(entries) == expected,
         "classes": len(labels), "expected_classes": num_classes,
         "missing_classes": sorted(set(range(num_classes)) - set(labels)),
-        "image_sizes": _histogram(sizes),
+        "image_sizes": _histogram(sizes), "image_modes": dict(modes.most_common()),
+        "smaller_than_patch": len(small), "patch_size": patch_size,
         "problems": {"malformed": len(malformed), "missing_files": len(missing), "unreadable": len(unreadable),
                      "label_out_of_range": len(out_of_range)},
         "examples": {k: v[:EXAMPLES] for k, v in (("malformed", malformed), ("missing_files", missing),
-                                                   ("unreadable", unreadable), ("label_out_of_range", out_of_range))
-                     if v},
+                                                   ("unreadable", unreadable), ("label_out_of_range", out_of_range),
+                                                   ("smaller_than_patch", small)) if v},
+        "labels": sorted(labels),
     }
     if hash_images:
         report["images_sha256"] = image_digest.hexdigest()
@@ -159,7 +179,8 @@ def _find_fgvc(root: Path, name: str) -> Path | None:
     return folder if folder.is_dir() and any((folder / f"{s}.json").is_file() for s in FGVC_SPLITS) else None
 
 
-def check_data_root(root: str | Path, decode: bool = True, hash_images: bool = False) -> dict[str, Any]:
+def check_data_root(root: str | Path, decode: bool = True, hash_images: bool = False,
+                    patch_size: int = DEFAULT_PATCH) -> dict[str, Any]:
     """The manifest of a data root: one report per VTAB-1K task and FGVC dataset found, and the ones missing."""
     root = Path(root)
     if not root.is_dir():
@@ -175,14 +196,72 @@ def check_data_root(root: str | Path, decode: bool = True, hash_images: bool = F
         if folder is None:
             manifest["missing"].append(name)
             continue
-        reports = {s: check_split(benchmark, task, folder, s, classes, decode, hash_images) for s in splits}
+        reports = {s: check_split(benchmark, task, folder, s, classes, decode, hash_images, patch_size)
+                   for s in splits}
         broken = any(sum(r.get("problems", {}).values()) for r in reports.values())
         absent = [s for s, r in reports.items() if not r["present"]]
         manifest["datasets"][name] = {
             "folder": str(folder.relative_to(root)), "splits": reports, "missing_splits": absent,
             "status": "problems" if broken or absent else "ok",
+            "warnings": split_warnings(benchmark, reports),
         }
     return manifest
+
+
+def split_warnings(benchmark: str, reports: dict[str, dict[str, Any]]) -> list[str]:
+    """Findings that do not stop a run but change what it measures: tiny or 16-bit images, untrained classes."""
+    warnings = []
+    for split, report in reports.items():
+        if not report.get("present"):
+            continue
+        if report["smaller_than_patch"]:
+            warnings.append(f"{split}: {report['smaller_than_patch']} image(s) smaller than a {report['patch_size']} "
+                            f"px patch on a side, upscaled to the input size (e.g. "
+                            f"{'; '.join(report['examples']['smaller_than_patch'][:3])})")
+        sixteen = {m: n for m, n in report["image_modes"].items() if m.startswith("I")}
+        if sixteen:
+            listed = ", ".join(f"{n} {m}" for m, n in sixteen.items())
+            warnings.append(f"{split}: {listed} image(s) of more than 8 bits, scaled to 8 bits")
+    for train_split, eval_splits in EVAL_SPLITS_OF[benchmark].items():
+        trained = reports.get(train_split, {})
+        for split in eval_splits:
+            evaluated = reports.get(split, {})
+            if trained.get("present") and evaluated.get("present"):
+                warnings += untrained_classes(split, evaluated["labels"], train_split, trained["labels"])
+    return warnings
+
+
+def untrained_classes(split: str, labels: Iterable[int], train_split: str, trained: Iterable[int]) -> list[str]:
+    """A warning when `split` holds classes that `train_split` lacks (no run trained on it can predict them)."""
+    absent = sorted(set(labels) - set(trained))
+    if not absent:
+        return []
+    shown = ", ".join(map(str, absent[:10])) + (", ..." if len(absent) > 10 else "")
+    return [f"{split}: {len(absent)} class(es) absent from {train_split} ({shown}); a run trained on {train_split} "
+            f"cannot predict them"]
+
+
+def run_data_warnings(train_set: Any, eval_sets: dict[str, Any], train_split: str, patch_size: int) -> list[str]:
+    """The warnings `train` prints first: the training split's tiny or 16-bit images, classes it lacks."""
+    samples = list(train_set.dataset.samples[i] for i in train_set.indices) if hasattr(train_set, "indices") \
+        else list(train_set.samples)
+    modes: Counter = Counter()
+    small = []
+    for path, _ in samples:
+        try:
+            with Image.open(path) as image:  # the header only
+                modes[image.mode] += 1
+                if min(image.size) < patch_size:
+                    small.append(f"{Path(path).name} ({image.width}x{image.height})")
+        except Exception:  # unreadable: the run stops where it reads the image, with an error naming it
+            continue
+    report = {"present": True, "smaller_than_patch": len(small), "patch_size": patch_size,
+              "image_modes": dict(modes), "examples": {"smaller_than_patch": small[:EXAMPLES]}}
+    warnings = split_warnings("custom", {train_split: report})
+    trained = {label for _, label in samples}
+    for split, dataset in eval_sets.items():
+        warnings += untrained_classes(split, dataset.targets, train_split, trained)
+    return warnings
 
 
 def format_summary(manifest: dict[str, Any]) -> str:
@@ -202,8 +281,11 @@ def format_summary(manifest: dict[str, Any]) -> str:
             problems = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report["problems"].items() if v)
             lines.append(f"  {split:<15} {count}, {classes}" + (f"; PROBLEMS: {problems}" if problems else "")
                          + f"; split sha256 {report['sha256'][:12]}")
+            modes = ", ".join(f"{m} {n}" for m, n in report.get("image_modes", {}).items())
+            lines.append(f"    image modes: {modes or 'none read'}; sizes: {_short(report['image_sizes'])}")
             for kind, examples in report.get("examples", {}).items():
                 lines.append(f"    {kind.replace('_', ' ')}: {'; '.join(examples)}")
+        lines += [f"  warning: {warning}" for warning in dataset.get("warnings", [])]
     if manifest["missing"]:
         lines.append(f"not found ({len(manifest['missing'])}): {', '.join(manifest['missing'])}")
     return "\n".join(lines)
@@ -219,7 +301,7 @@ def compare_manifests(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]
             continue
         for split in sorted(set(a["splits"]) | set(b["splits"])):
             x, y = a["splits"].get(split, {}), b["splits"].get(split, {})
-            for key in ("present", "images", "sha256", "classes", "image_sizes", "images_sha256"):
+            for key in ("present", "images", "sha256", "classes", "image_sizes", "image_modes", "images_sha256"):
                 if key in x and key in y and x[key] != y[key]:
                     differences.append(
                         f"{name} {split}: {key} differs (ours {_short(x[key])}, theirs {_short(y[key])})")
@@ -244,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--headers-only", action="store_true",
                        help="read image headers only (sizes) instead of decoding every image (faster)")
     check.add_argument("--hash-images", action="store_true", help="also hash each split's image files")
+    check.add_argument("--patch-size", type=int, default=DEFAULT_PATCH,
+                       help=f"warn about images smaller than this on a side (default {DEFAULT_PATCH}: ViT-B/16)")
     args = parser.parse_args(argv)
     theirs = None
     if args.compare is not None:
@@ -254,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
             theirs["datasets"]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise DataLayoutError(f"--compare {args.compare}: not a readable data manifest ({err})") from None
-    manifest = check_data_root(args.data_root, decode=not args.headers_only, hash_images=args.hash_images)
+    if args.patch_size < 1:
+        raise DataLayoutError(f"--patch-size must be a positive integer, got {args.patch_size}")
+    manifest = check_data_root(args.data_root, decode=not args.headers_only, hash_images=args.hash_images,
+                               patch_size=args.patch_size)
     print(format_summary(manifest) or "no VTAB-1K task or FGVC dataset found")
     write_json_atomic(args.out, manifest)
     print(f"wrote {args.out}")

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vapt.data.images import ImageListDataset, check_label, dataset_folder, split_classes
+from vapt.data.images import (
+    ImageListDataset,
+    check_label,
+    dataset_folder,
+    find_image,
+    read_split_text,
+    split_classes,
+)
 from vapt.errors import DataLayoutError
 
 # folder name -> (group, number of classes); see docs/protocol.md.
@@ -44,13 +51,18 @@ def fgvc_dataset_dir(root: str | Path, name: str) -> Path:
     return dataset_folder(root, (name,), "FGVC dataset", FGVC_LAYOUT)
 
 
+def find_in_image_folders(dataset_dir: Path, relative: str) -> Path | None:
+    """The image file of a split entry: under the dataset folder, else under its `images/` or `Images/` folder."""
+    return next((p for p in (find_image(dataset_dir / sub / relative) for sub in IMAGE_FOLDERS) if p), None)
+
+
 def read_fgvc_split(dataset_dir: Path, split: str, num_classes: int) -> list[tuple[Path, int]]:
     """Parse and validate one JSON split: syntax, label type and range, and every image file."""
     split_file = dataset_dir / f"{split}.json"
     if not split_file.is_file():
         raise DataLayoutError(f"split file {split_file} does not exist; expected {FGVC_LAYOUT}")
     try:
-        entries = json.loads(split_file.read_text(encoding="utf-8"))
+        entries = json.loads(read_split_text(split_file))
     except json.JSONDecodeError as err:
         raise DataLayoutError(
             f"{split_file}, line {err.lineno}: malformed JSON ({err.msg}); expected {FGVC_LAYOUT}"
@@ -63,7 +75,7 @@ def read_fgvc_split(dataset_dir: Path, split: str, num_classes: int) -> list[tup
         if isinstance(label, bool) or not isinstance(label, int):
             raise DataLayoutError(f"{where}: label {label!r} is not an integer class id")
         check_label(label, num_classes, where, FGVC_LAYOUT)
-        path = next((p for p in (dataset_dir / sub / relative for sub in IMAGE_FOLDERS) if p.is_file()), None)
+        path = find_in_image_folders(dataset_dir, relative)
         if path is None:
             raise DataLayoutError(
                 f"{where}: image file {dataset_dir / relative} does not exist (nor under "
@@ -83,8 +95,9 @@ class FGVCDataset(ImageListDataset):
         split: str,
         transform: Callable[[Any], Any] | None = None,
         num_classes: int | None = None,
+        decode: str = "pil",
     ) -> None:
         num_classes = split_classes("FGVC", "dataset", name, split, FGVC_SPLITS, FGVC_DATASETS, num_classes)
         self.name, self.split = name, split
         self.dataset_dir = fgvc_dataset_dir(root, name)
-        super().__init__(read_fgvc_split(self.dataset_dir, split, num_classes), num_classes, transform)
+        super().__init__(read_fgvc_split(self.dataset_dir, split, num_classes), num_classes, transform, decode)

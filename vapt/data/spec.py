@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vapt.data.fgvc import FGVC_DATASETS, FGVC_SPLITS, FGVCDataset
-from vapt.data.images import ImageListDataset
+from vapt.data.images import ImageListDataset, resolve_decode
 from vapt.data.transforms import BENCHMARKS, build_transform
 from vapt.data.vtab import VTAB_SPLITS, VTAB_TASKS, VTABDataset
 from vapt.errors import ConfigError
@@ -77,12 +77,15 @@ def parse_data(name: str, num_classes: int | None = None) -> DataSpec:
 def build_dataset(
     spec: DataSpec, root: str | Path, split: str, image_size: int = 224, train: bool = False,
     resize: str | None = None,
+    decode: str | None = None,
 ) -> ImageListDataset:
     """One split of a dataset with the paper's preprocessing (`train` selects FGVC's augmentation).
 
     `resize`: `tf1` or `pil` (default: `tf1` for VTAB-1K, `pil` for FGVC; see `vapt.data.resize`).
+    `decode`: `tfds` or `pil` (default: `tfds` for VTAB-1K, `pil` for FGVC; see `vapt.data.images`).
     """
     transform = build_transform(spec.benchmark, train=train, image_size=image_size, resize=resize)
+    decode = resolve_decode(spec.benchmark, decode)
     if spec.benchmark == "vtab1k":
-        return VTABDataset(root, spec.task, split, transform, num_classes=spec.num_classes)
-    return FGVCDataset(root, spec.task, split, transform, num_classes=spec.num_classes)
+        return VTABDataset(root, spec.task, split, transform, num_classes=spec.num_classes, decode=decode)
+    return FGVCDataset(root, spec.task, split, transform, num_classes=spec.num_classes, decode=decode)

@@ -6,11 +6,19 @@ against the TFDS originals; results record which copy was used only through `dat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vapt.data.images import ImageListDataset, check_label, dataset_folder, split_classes
+from vapt.data.images import (
+    ImageListDataset,
+    check_label,
+    dataset_folder,
+    find_image,
+    read_split_text,
+    split_classes,
+)
 from vapt.errors import DataLayoutError
 
 # task -> (group, number of classes); see docs/protocol.md (KITTI uses its 4 classes).
@@ -35,6 +43,7 @@ VTAB_TASKS: dict[str, tuple[str, int]] = {
     "smallnorb_azi": ("structured", 18),
     "smallnorb_ele": ("structured", 9),
 }
+LABEL = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take other scripts' digits
 VTAB_GROUPS: tuple[str, ...] = ("natural", "specialized", "structured")
 VTAB_SPLITS: tuple[str, ...] = ("train800", "val200", "train800val200", "test")
 VTAB_LAYOUT = (
@@ -48,31 +57,41 @@ def vtab_task_dir(root: str | Path, task: str) -> Path:
     return dataset_folder(root, (Path("vtab-1k") / task, task), "VTAB-1K task", VTAB_LAYOUT)
 
 
+def split_lines(split_file: Path) -> list[tuple[int, str, int | None]]:
+    """Each non-blank line of a split file as (line number, image path, label); label None: a malformed line.
+
+    UTF-8 with or without a byte-order mark; LF, CRLF or CR line endings; blank lines anywhere are skipped; the
+    label is the last whitespace-separated field, so paths may hold spaces and any Unicode character.
+    """
+    text = read_split_text(split_file).replace("\r\n", "\n").replace("\r", "\n")
+    entries: list[tuple[int, str, int | None]] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) == 2 and LABEL.fullmatch(parts[1]):
+            entries.append((number, parts[0], int(parts[1])))
+        else:
+            entries.append((number, line, None))
+    return entries
+
+
 def read_vtab_split(task_dir: Path, split: str, num_classes: int) -> list[tuple[Path, int]]:
     """Parse and validate one split file: every line, label range and image file is checked."""
     split_file = task_dir / f"{split}.txt"
     if not split_file.is_file():
         raise DataLayoutError(f"split file {split_file} does not exist; expected {VTAB_LAYOUT}")
     samples: list[tuple[Path, int]] = []
-    with open(split_file, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{split_file}, line {number}"
-            parts = line.strip().rsplit(maxsplit=1)
-            try:
-                if len(parts) != 2:
-                    raise ValueError(line)
-                relative, label = parts[0], int(parts[1])
-            except ValueError:
-                raise DataLayoutError(
-                    f"{where}: malformed line {line.strip()!r}; expected '<image path> <integer label>'"
-                ) from None
-            check_label(label, num_classes, where, VTAB_LAYOUT)
-            path = task_dir / relative
-            if not path.is_file():
-                raise DataLayoutError(f"{where}: image file {path} does not exist")
-            samples.append((path, label))
+    for number, relative, label in split_lines(split_file):
+        where = f"{split_file}, line {number}"
+        if label is None:
+            raise DataLayoutError(f"{where}: malformed line {relative!r}; expected '<image path> <integer label>'")
+        check_label(label, num_classes, where, VTAB_LAYOUT)
+        path = find_image(task_dir / relative)
+        if path is None:
+            raise DataLayoutError(f"{where}: image file {task_dir / relative} does not exist")
+        samples.append((path, label))
     if not samples:
         raise DataLayoutError(f"split file {split_file} has no samples; expected {VTAB_LAYOUT}")
     return samples
@@ -88,8 +107,9 @@ class VTABDataset(ImageListDataset):
         split: str,
         transform: Callable[[Any], Any] | None = None,
         num_classes: int | None = None,
+        decode: str = "pil",
     ) -> None:
         num_classes = split_classes("VTAB-1K", "task", task, split, VTAB_SPLITS, VTAB_TASKS, num_classes)
         self.task, self.split = task, split
         self.task_dir = vtab_task_dir(root, task)
-        super().__init__(read_vtab_split(self.task_dir, split, num_classes), num_classes, transform)
+        super().__init__(read_vtab_split(self.task_dir, split, num_classes), num_classes, transform, decode)

@@ -6,6 +6,7 @@ and the family names the prompted wrapper class that adapts it (`BackboneSpec.wr
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -60,14 +61,13 @@ class Family:
     checkpoint_filter: Any
     wrapper: type
     weight_suffixes: tuple[str, ...]
-    timm_module: str
 
 
 FAMILIES: dict[str, Family] = {
     "vit": Family(VisionTransformer, vision_transformer.checkpoint_filter_fn, PromptedViT,
-                  WEIGHT_SUFFIXES, "vision_transformer"),
+                  WEIGHT_SUFFIXES),
     "swin": Family(SwinTransformer, swin_transformer.checkpoint_filter_fn, PromptedSwin,
-                   tuple(s for s in WEIGHT_SUFFIXES if s != ".npz"), "swin_transformer"),
+                   tuple(s for s in WEIGHT_SUFFIXES if s != ".npz")),
 }
 
 
@@ -114,15 +114,21 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+@functools.cache
 def timm_family(name: str) -> str | None:
-    """The family (`vit` or `swin`) of a timm model name, or None when it is neither."""
+    """The family (`vit` or `swin`) of a timm model name, or None when it is neither.
+
+    Decided by the class timm builds (subclasses included, e.g. DeiT's distilled `VisionTransformerDistilled`),
+    built on the meta device so that no memory is allocated and no weights are touched.
+    """
     if not timm.is_model(name):
         return None
-    arch = timm.models.get_arch_name(name)
-    for family, kind in FAMILIES.items():
-        if arch in timm.list_models(module=kind.timm_module):
-            return family
-    return None
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False, num_classes=0)
+    except Exception:  # a model that cannot be built without further arguments is no backbone here
+        return None
+    return next((family for family, kind in FAMILIES.items() if isinstance(model, kind.model_class)), None)
 
 
 def is_swin_backbone(name: str) -> bool:

@@ -120,8 +120,8 @@ def load_run_model(run_dir: str | os.PathLike, record: RunRecord | None = None) 
 
 
 def run_split(config: TrainConfig, split: str, **fields: Any) -> ImageListDataset:
-    """One split of a run's dataset, preprocessed as the run's evaluation images were (its input size and resize
-    mode; records made before `--resize` read as PIL). `fields` replace config fields, e.g. `data_root`."""
+    """One split of a run's dataset, preprocessed as the run's evaluation images were (its input size, decoder and
+    resize mode; records made before `--decode` / `--resize` read as PIL). `fields` replace config fields."""
     config = dataclasses.replace(config, **fields).resolved() if fields else config.resolved()
     return split_dataset(config, split)
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from vapt.data import parse_data, stratified_fraction
 from vapt.data.cache import cached_loader, default_cache_dir
+from vapt.data.check import run_data_warnings
 from vapt.data.fgvc import FGVCDataset
 from vapt.data.images import ImageListDataset
 from vapt.data.resize import build_resized_transform
@@ -49,6 +50,7 @@ class BuiltRun:
     eval_loaders: dict[str, Iterable]
     loader_generator: torch.Generator
     samples: dict[str, int]
+    warnings: list[str]  # about the training data (tiny or 16-bit images, classes it lacks), printed by train
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,7 +104,7 @@ def split_dataset(config: TrainConfig, split: str, training: bool = False, trans
     steps = build_resized_transform(spec.benchmark, training, config.image_size, config.resize, IMAGENET_DEFAULT_MEAN,
                                     IMAGENET_DEFAULT_STD) if transform else None
     dataset_class = VTABDataset if spec.benchmark == "vtab1k" else FGVCDataset
-    return dataset_class(config.data_root, spec.task, split, steps, num_classes=spec.num_classes)
+    return dataset_class(config.data_root, spec.task, split, steps, num_classes=spec.num_classes, decode=config.decode)
 
 
 def loader_workers(config: TrainConfig, device: torch.device) -> int:
@@ -112,6 +114,14 @@ def loader_workers(config: TrainConfig, device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
 
+def _split_data(config: TrainConfig, split: str, training: bool) -> Dataset:
+    """A split as the run reads it: untransformed for the cache; the training split's stratified `fraction`."""
+    dataset: Dataset = split_dataset(config, split, training, transform=not config.cache)
+    if training and config.fraction < 1.0:
+        dataset = Subset(dataset, stratified_fraction(dataset.targets, config.fraction, config.seed))
+    return dataset
+
+
 def build_loader(config: TrainConfig, split: str, device: torch.device, training: bool, shuffle: bool,
                  generator: torch.Generator) -> tuple[Iterable, int]:
     """(batches of one split, its number of images): from the cache when `config.cache`, else a decoding DataLoader.
@@ -119,9 +129,12 @@ def build_loader(config: TrainConfig, split: str, device: torch.device, training
     `training`: the benchmark's augmentation, and a stratified `fraction` of the images; `config` is
     resolved and built (`build_model`).
     """
-    dataset: Dataset = split_dataset(config, split, training, transform=not config.cache)
-    if training and config.fraction < 1.0:
-        dataset = Subset(dataset, stratified_fraction(dataset.targets, config.fraction, config.seed))
+    dataset = _split_data(config, split, training)
+    return _loader(config, dataset, device, training, shuffle, generator), len(dataset)
+
+
+def _loader(config: TrainConfig, dataset: Dataset, device: torch.device, training: bool, shuffle: bool,
+            generator: torch.Generator) -> Iterable:
     if config.cache:
         benchmark = config.data.split("/", 1)[0]
         loader: Iterable = cached_loader(
@@ -131,7 +144,7 @@ def build_loader(config: TrainConfig, split: str, device: torch.device, training
         loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, generator=generator,
                             num_workers=loader_workers(config, device), pin_memory=device.type == "cuda",
                             drop_last=False)
-    return loader, len(dataset)
+    return loader
 
 
 def build_run(config: TrainConfig) -> BuiltRun:
@@ -141,11 +154,14 @@ def build_run(config: TrainConfig) -> BuiltRun:
     random.seed(config.seed)
     np.random.seed(config.seed)
     model, config = build_model(config)
+    train_set = _split_data(config, config.train_split, training=True)
+    eval_sets = {split: _split_data(config, split, training=False) for split in config.eval_splits}
+    patch = int(model.backbone.patch_embed.patch_size[0])
+    warnings = run_data_warnings(train_set, eval_sets, config.train_split, patch)
     model.to(device)
     generator = torch.Generator()
-    train_loader, train_size = build_loader(config, config.train_split, device, True, True, generator)
-    eval_loaders, samples = {}, {"train": train_size}
-    for split in config.eval_splits:
-        eval_loaders[split], samples[split] = build_loader(config, split, device, False, False, torch.Generator())
-    return BuiltRun(config, device, model, train_loader, eval_loaders, generator, samples)
+    train_loader = _loader(config, train_set, device, True, True, generator)
+    eval_loaders = {s: _loader(config, d, device, False, False, torch.Generator()) for s, d in eval_sets.items()}
+    samples = {"train": len(train_set), **{s: len(d) for s, d in eval_sets.items()}}
+    return BuiltRun(config, device, model, train_loader, eval_loaders, generator, samples, warnings)
 

@@ -1,10 +1,10 @@
 """What defines one run: `TrainConfig`, its run id and folder, and the command-line options that build it.
 
-Resize mode and precision: records written before these options existed carry neither field; they were
-made with PIL's resize and bf16 autocast, and are read as `resize: pil`, `precision: bf16`
-(`LEGACY_RUN_FIELDS`). The run id marks every other value (`_rstf1`, `_fp32`), so the VTAB-1K default
-`tf1` gets run ids of its own and never takes an older PIL run's place; `RunRecord.made_with` checks the same
-fields before an existing record counts as done.
+Resize mode, precision and JPEG decoder: records written before these options existed lack the fields;
+they were made with PIL's resize, bf16 autocast and PIL's decoding, and are read as `resize: pil`,
+`precision: bf16`, `decode: pil` (`LEGACY_RUN_FIELDS`). The run id marks every other value (`_rstf1`,
+`_fp32`, `_dctfds`), so the VTAB-1K defaults `tf1` and `tfds` get run ids of their own and never take an
+older PIL run's place; `RunRecord.made_with` checks the same fields before an existing record counts as done.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import yaml
 
 from vapt.config import METHODS
 from vapt.data import parse_data
+from vapt.data.images import DECODE_MODES, resolve_decode
 from vapt.data.resize import RESIZE_MODES, resolve_resize
 from vapt.data.spec import AUTHORS_HEAD_WIDTHS
 from vapt.errors import ConfigError, check_positive_int
@@ -59,6 +60,7 @@ class TrainConfig:
     eval_every: int = 1
     resize: str | None = None
     precision: str = "bf16"
+    decode: str | None = None
     cache: bool = True
     cache_dir: str | None = None
     compile: bool = False
@@ -81,6 +83,7 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         resize = resolve_resize(spec.benchmark, self.resize)
+        decode = resolve_decode(spec.benchmark, self.decode)
         warmup = min(10, self.epochs // 10) if self.warmup_epochs is None else self.warmup_epochs
         if not isinstance(warmup, int) or not 0 <= warmup < self.epochs:
             raise ConfigError(f"warmup_epochs must be an integer in [0, epochs), got {warmup!r}")
@@ -93,6 +96,7 @@ class TrainConfig:
                 )
         return _mark_resolved(dataclasses.replace(
             self, warmup_epochs=warmup, train_split=train_split, eval_splits=eval_splits, resize=resize,
+            decode=decode,
             method_options=tuple(sorted((str(k), v) for k, v in self.method_options)),
         ))
 
@@ -158,6 +162,8 @@ def run_id(config: TrainConfig) -> str:
         leaf += f"_rs{config.resize}"
     if config.precision != LEGACY_RUN_FIELDS["precision"]:
         leaf += f"_{config.precision}"
+    if config.decode != LEGACY_RUN_FIELDS["decode"]:
+        leaf += f"_dc{config.decode}"
     parts = [f"{benchmark}-{task}", config.backbone, method, splits, leaf]
     return "/".join(p.replace("/", "_").replace(" ", "_") for p in parts)
 
@@ -199,6 +205,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs and at the end")
     parser.add_argument("--resize", choices=RESIZE_MODES, default=None,
                         help="tf1: TensorFlow v1 bilinear (VTAB-1K default), pil: PIL anti-aliased (FGVC default)")
+    parser.add_argument("--decode", choices=DECODE_MODES, default=None,
+                        help="JPEG decoding: tfds (libjpeg's fast integer IDCT, as TensorFlow Datasets; VTAB-1K "
+                             "default) or pil (accurate IDCT; FGVC default)")
     parser.add_argument("--precision", choices=PRECISIONS, default="bf16",
                         help="CUDA autocast precision (default bf16); no effect on CPU, which always runs fp32")
     parser.add_argument("--no-cache", dest="cache", action="store_false",

@@ -35,6 +35,7 @@ from PIL import Image
 from vapt.cli import DOCS_HELP
 from vapt.config import METHODS
 from vapt.data import VTAB_SPLITS, parse_data
+from vapt.data.images import DECODE_MODES
 from vapt.data.resize import RESIZE_MODES
 from vapt.errors import ConfigError
 from vapt.io import atomic_path
@@ -135,7 +136,8 @@ def bench_config(args: argparse.Namespace) -> TrainConfig:
         backbone=args.backbone, method=args.method, data=args.data, data_root=args.data_root, seed=0,
         batch_size=args.batch_size, image_size=args.image_size, train_split=spec.default_train_split,
         eval_splits=(args.split,), num_classes=args.num_classes, pretrained=False, device=args.device,
-        num_workers=args.num_workers, resize=args.resize, precision=args.precision, cache_dir=args.cache_dir,
+        num_workers=args.num_workers, resize=args.resize, decode=args.decode, precision=args.precision,
+        cache_dir=args.cache_dir,
     ).resolved()
 
 
@@ -154,7 +156,7 @@ def run_loader_bench(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, 
 
     cold, images = loader(cache=False)
     settings: dict[str, Any] = {"data": config.data, "split": args.split, "images": images,
-                                "resize": config.resize, "image_size": config.image_size,
+                                "resize": config.resize, "decode": config.decode, "image_size": config.image_size,
                                 "batch_size": config.batch_size, "device": str(device),
                                 "workers": loader_workers(config, device), "torch_threads": torch.get_num_threads(),
                                 "load_average_before": os.getloadavg()}
@@ -190,7 +192,8 @@ def format_loader_report(table: pd.DataFrame, settings: dict[str, Any], syntheti
     after = ", ".join(f"{v:.2f}" for v in settings["load_average_after"])
     lines = [
         f"{settings['data']}{label}, split {settings['split']} ({settings['images']} images), "
-        f"{settings['image_size']} px, resize {settings['resize']}, batch {settings['batch_size']}, "
+        f"{settings['image_size']} px, decode {settings['decode']}, resize {settings['resize']}, "
+        f"batch {settings['batch_size']}, "
         f"{settings['device']}, {settings['workers']} loader workers, {settings['torch_threads']} torch threads",
         f"cache build (decode + resize once): {settings['cache_build_s']:.2f} s",
         "",
@@ -214,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default=None, help="split to read (default: train800 / train)")
     parser.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
     parser.add_argument("--resize", choices=RESIZE_MODES, default=None, help="default: tf1 (VTAB-1K), pil (FGVC)")
+    parser.add_argument("--decode", choices=DECODE_MODES, default=None, help="default: tfds (VTAB-1K), pil (FGVC)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=None, help="cold-path workers (default: as train)")
     parser.add_argument("--cache-dir", default=None, help="cache folder (default: a fresh temporary folder)")

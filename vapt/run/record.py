@@ -2,9 +2,9 @@
 
 Every other module reads and writes result records through this class. A record carries a schema
 version; records without one were written before the field existed and have the same layout
-(version 1). Configs that lack the later `resize` and `precision` fields are read with the values those
-runs used (`LEGACY_RUN_FIELDS`: PIL resize, bf16). A file that is truncated, is not a result record, or
-comes from a newer schema raises `RecordError` naming the file; `scan_records` reports such files by
+(version 1). Configs that lack the later `resize`, `precision` and `decode` fields are read with the values
+those runs used (`LEGACY_RUN_FIELDS`: PIL resize, bf16, PIL decoding). A file that is truncated, is not a
+result record, or comes from a newer schema raises `RecordError` naming the file; `scan_records` reports such files by
 name and goes on.
 """
 
@@ -27,8 +27,9 @@ RECORD_NAME = "result.json"
 RUNNING, INTERRUPTED, FINISHED, FAILED = "running", "interrupted", "finished", "failed"
 STATUSES: tuple[str, ...] = (RUNNING, INTERRUPTED, FINISHED, FAILED)
 NON_FINITE = "non_finite_loss"  # failure kind of a run whose loss became NaN or infinite (final, not retried)
-# Config fields a record may lack because it predates them, and how those runs were made: PIL's resize, bf16.
-LEGACY_RUN_FIELDS: dict[str, str] = {"resize": "pil", "precision": "bf16"}
+# Config fields a record may lack because it predates them, and how those runs were made: PIL's resize, bf16,
+# PIL's JPEG decoding.
+LEGACY_RUN_FIELDS: dict[str, str] = {"resize": "pil", "precision": "bf16", "decode": "pil"}
 REQUIRED_CONFIG = ("backbone", "method", "data", "seed", "lr", "wd", "epochs")
 
 

@@ -50,7 +50,7 @@ from vapt.run.jobs import (  # noqa: F401 - re-exported: the sweep's launching A
     wait_with_progress,
 )
 from vapt.run.lock import is_live
-from vapt.run.record import RECORD_NAME, RecordError, RunRecord
+from vapt.run.record import LEGACY_RUN_FIELDS, RECORD_NAME, RecordError, RunRecord
 from vapt.run.selection import PROTOCOL_SPLITS, select_setting
 from vapt.run.train import RESTART_FLAG, set_aside_unreadable
 
@@ -126,7 +126,7 @@ def expand_tasks(names: Sequence[str]) -> list[str]:
 
 
 def is_run_done(config: TrainConfig) -> bool:
-    """Whether a run's record says it needs no more work and was made with the config's resize mode and precision.
+    """Whether a run's record says it needs no more work and was made with the config's resize, precision, decoder.
 
     An unreadable record is reported and redone.
     """
@@ -186,8 +186,8 @@ def run_stage(configs: Sequence[TrainConfig], launcher: Launcher,
         else:
             reason = (record.error or record.status) if record else "no result"
             if record is not None and not record.made_with(config):
-                reason = (f"its result.json was made with resize {record.config.get('resize')}, precision "
-                          f"{record.config.get('precision')}; move it away")
+                made = ", ".join(f"{k} {record.config.get(k)}" for k in LEGACY_RUN_FIELDS)
+                reason = f"its result.json was made with {made}; move it away"
             unfinished.append(f"{key} ({reason})")
     if unfinished:
         raise SweepError(

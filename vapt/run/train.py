@@ -6,10 +6,11 @@ a cosine to 0 over the remaining T - w epochs (as the authors'), stepped once pe
 CosineLRScheduler. Warm-up lasts 10 epochs for the paper's 100; for other run lengths it is min(10,
 epochs // 10) unless `warmup_epochs` is given. Weight decay applies to every trainable parameter except
 the head bias. CUDA runs use bf16 autocast (`--precision fp32` turns it off), CPU runs fp32. VTAB-1K
-images are resized with TensorFlow v1's bilinear rule by default (`--resize`), and preprocessed images
-come from a uint8 cache built on first use (`--no-cache`: decode every epoch). Runs made before
-`--resize` and `--precision` existed used PIL's resize and bf16 and are read so; the run id marks any
-other value (`_rstf1`, `_fp32`), so a `tf1` run never takes an older PIL run as done.
+images are decoded as TensorFlow Datasets does (`--decode`) and resized with TensorFlow v1's bilinear rule
+(`--resize`) by default, and preprocessed images come from a uint8 cache built on first use (`--no-cache`:
+decode every epoch). Runs made before `--resize`, `--precision` and `--decode` existed used PIL's resize,
+bf16 and PIL's decoding and are read so; the run id marks any other value (`_rstf1`, `_fp32`, `_dctfds`),
+so a `tf1` or `tfds` run never takes an older PIL run as done.
 
 Each epoch writes `<out>/<run id>/checkpoint.pt` (trainable parameters, optimizer, scheduler and
 RNG states); the same command resumes from it, and the data order depends only on (seed, epoch),
@@ -45,7 +46,7 @@ from tqdm import tqdm
 
 from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
-from vapt.errors import CheckpointError, ConfigError, load_failure
+from vapt.errors import CheckpointError, ConfigError, OutputError, load_failure, write_failure
 from vapt.io import check_writable_dir, save_torch_atomic
 from vapt.run.builder import build_run
 from vapt.run.config import (
@@ -231,6 +232,12 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
         return RunRecord(run_id=identity, config=config.to_dict(), status=RUNNING)
     try:
         return _train_locked(config, identity, directory, stop_after, restart_unreadable)
+    except OSError as err:
+        failure = write_failure(err, "run output")
+        if failure is None:
+            raise
+        raise OutputError(f"{failure}; files written before are intact: free space (or choose another --out) and "
+                          f"run the same command to resume") from None
     finally:
         lock.release()
 
@@ -247,8 +254,8 @@ def _train_locked(config: TrainConfig, identity: str, directory: Path, stop_afte
                           f"afresh") from None
     if existing is not None and not existing.made_with(config):
         made = ", ".join(f"{k} {existing.config.get(k)}" for k in LEGACY_RUN_FIELDS)
-        raise ConfigError(f"{result_path} was made with {made}, not resize {config.resize}, precision "
-                          f"{config.precision}; move it away to train this run")
+        wanted = ", ".join(f"{k} {getattr(config, k)}" for k in LEGACY_RUN_FIELDS)
+        raise ConfigError(f"{result_path} was made with {made}, not {wanted}; move it away to train this run")
     if existing is not None and existing.is_done:
         print(f"skipping {identity}: already {existing.status} ({result_path})")
         return existing
@@ -259,6 +266,8 @@ def _train_locked(config: TrainConfig, identity: str, directory: Path, stop_afte
     built = build_run(config)
     config, model, device = built.config, built.model, built.device
     train_loader, eval_loaders, loader_generator = built.train_loader, built.eval_loaders, built.loader_generator
+    for warning in built.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     if config.compile:
@@ -331,7 +340,11 @@ def _train_locked(config: TrainConfig, identity: str, directory: Path, stop_afte
         print(f"failed {record.run_id}: {err}")
         return finish(FAILED, error=str(err), failure=NON_FINITE)
     except Exception as err:
-        finish(FAILED, error=f"{type(err).__name__}: {err}", failure="exception")
+        try:
+            finish(FAILED, error=f"{type(err).__name__}: {err}", failure="exception")
+        except OSError as record_err:  # a full or read-only disk takes no record either; the first error says why
+            if write_failure(record_err) is None:
+                raise
         raise
     last = record.epochs[-1]
     record.final = {split: last[f"{split}_top1"] for split in config.eval_splits}
