@@ -177,7 +177,7 @@ def test_trainable_state_round_trip(tiny_vit, images, tmp_path):
 
 
 def test_recompute_gives_identical_outputs_and_gradients(tiny_vit, images):
-    base = wrap(tiny_vit(), "vapt").train()
+    base = wrap(tiny_vit(), "vapt", recompute=False).train()
     with torch.no_grad():
         for block in base.prompt.adaptive:
             block.token_projector.weight.normal_()

@@ -10,7 +10,16 @@ import vapt
 from tests.float_bounds import assert_equal_up_to_rounding
 from vapt import ConfigError, count_parameters
 from vapt.models.factory import create_model
-from vapt.run.bench import COLUMNS, BenchSettings, build_model, count_flops, main, measure_method, write_csv
+from vapt.run.bench import (
+    COLUMNS,
+    BenchSettings,
+    build_model,
+    count_flops,
+    main,
+    measure_method,
+    parse_args,
+    write_csv,
+)
 
 METHODS = list(vapt.METHODS)
 
@@ -31,6 +40,20 @@ def test_cli_measures_every_method_and_writes_the_csv(tmp_path, capsys):
     assert sorted(p.name for p in out.parent.iterdir()) == ["vit_test.csv"]
     printed = capsys.readouterr().out
     assert "ratio to vpt_deep:" in printed and "ratio to full:" in printed
+
+
+def test_control_is_an_identical_model_printed_beside_the_methods(tmp_path, capsys):
+    out = tmp_path / "b.csv"
+    argv = ["--methods", "vpt_deep,vapt", "--control", "vpt_deep", "--batch", "2", "--num-tokens", "3",
+            "--steps", "2", "--warmup", "0", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert list(pd.read_csv(out)["method"]) == ["vpt_deep", "vapt"]  # the control is printed only
+    table = printed.split("ratio to vpt_deep:")[1]
+    control = next(line for line in table.splitlines() if line.startswith("vpt_deep (control)")).split()
+    assert [float(v) for v in control[-3:]] == [1.0, 1.0, 1.0]  # same saved tensors, FLOPs and parameters
+    with pytest.raises(ConfigError, match="prefix"):
+        main(["--methods", "vpt_deep", "--control", "prefix"])
 
 
 def vit_test_flops(images: torch.Tensor) -> int:
@@ -109,14 +132,16 @@ def test_dropout_is_active_in_the_recompute_comparison():
 def test_recompute_flag_reaches_vapt_only():
     on = BenchSettings(recompute=True)
     assert build_model(on, "vapt").prompt.recompute
-    assert not build_model(BenchSettings(), "vapt").prompt.recompute
+    assert not build_model(BenchSettings(recompute=False), "vapt").prompt.recompute
+    assert build_model(BenchSettings(), "vapt").prompt.recompute  # VAPT's default
     assert build_model(on, "vpt_deep").prompt is not None
+    assert parse_args(["--no-recompute"])[0].recompute is False and parse_args([])[0].recompute is None
 
 
 def test_csv_is_replaced_whole_with_exact_columns(tmp_path):
     path = tmp_path / "b.csv"
     path.write_text("old contents\n")
-    row = dict(zip(COLUMNS, ["vapt", 0.1, 10.0, 5.0, 0.02, 100], strict=True))
+    row = dict(zip(COLUMNS, ["vapt", 0.1, 10.0, 5.0, 2.0, 0.02, 100], strict=True))
     write_csv(pd.DataFrame([{**row, "image_size": 32}]), path)
     assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
     assert len(list(tmp_path.iterdir())) == 1

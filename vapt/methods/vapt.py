@@ -7,6 +7,8 @@ equations.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +48,7 @@ class VAPTConfig:
     prompt_dropout: float = 0.1
     channel_dropout: float = 0.1
     projector_dropout: float = 0.1
-    recompute: bool = False
+    recompute: bool = True
 
     def __post_init__(self) -> None:
         check_positive_int("num_tokens", self.num_tokens)
@@ -214,6 +216,14 @@ class AdaptivePromptGenerator(nn.Module):
         if self.projectors is None:
             return None
         return self.projectors[0 if self.shared_projector else adaptive_index]
+
+    def recomputed_prompts(self, index: int) -> tuple[Callable[[Tensor], Tensor], list[nn.Module | None]] | None:
+        """Block `index`'s prompt function and modules, to be recomputed in backward (`recompute`, training)."""
+        if not (self.recompute and self.training) or index < self.static_depth:
+            return None
+        j = index - self.static_depth
+        block, projector = self.adaptive[j], self.projector_for(j)
+        return functools.partial(block, projector=projector), [block, projector]
 
     def forward(self, index: int, patches: Tensor, prompts: Tensor | None = None) -> Tensor:
         """Prompts for block `index` from that block's input patch tokens (B, H*W, d)."""

@@ -39,6 +39,7 @@ from vapt.config import METHODS, MethodConfig
 from vapt.errors import ConfigError
 from vapt.models.prompted import PromptedModel
 from vapt.models.prompts import vpt_init_range
+from vapt.models.recomputed_prompts import insert_prompts
 
 
 class SwinPrompts(nn.Module):
@@ -149,8 +150,14 @@ def prompted_window_attention(block: SwinTransformerBlock, prompts: Tensor, x: T
 def prompted_block(block: SwinTransformerBlock, x: Tensor, prompts: Tensor) -> tuple[Tensor, Tensor]:
     """One Swin block on a map (B, H, W, C) and prompts (B, Np, C); returns the new map and prompts."""
     b, h, w, c = x.shape
-    num_prompts = prompts.shape[1]
-    tokens = torch.cat([prompts, x.reshape(b, h * w, c)], dim=1)
+    return prompted_tokens_block(block, torch.cat([prompts, x.reshape(b, h * w, c)], dim=1), prompts.shape[1],
+                                 (h, w))
+
+
+def prompted_tokens_block(block: SwinTransformerBlock, tokens: Tensor, num_prompts: int,
+                          grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """`prompted_block` on the joined tokens [prompts, patches] (B, Np + H*W, C) of an H x W map."""
+    (h, w), (b, _, c) = grid, tokens.shape
     normed = block.norm1(tokens)
     prompt_out, map_out = prompted_window_attention(block, normed[:, :num_prompts],
                                                     normed[:, num_prompts:].reshape(b, h, w, c))
@@ -187,16 +194,20 @@ class PromptedSwin(PromptedModel):
         for s, stage in enumerate(self.backbone.layers):
             x = stage.downsample(x)
             carry = prompts is not None and isinstance(stage.downsample, PatchMerging)
+            generator = self.prompt.stages[s] if self.prompt is not None and s < len(self.prompt.stages) else None
             for index, block in enumerate(stage.blocks):
                 b, h, w, c = x.shape
-                fresh = self.prompt(s, index, x.reshape(b, h * w, c), prompts) if self.prompt is not None else None
-                if fresh is not None:
-                    prompts = fresh.to(x.dtype)
-                elif carry:
+                tokens, fresh = x.reshape(b, h * w, c), 0
+                if generator is not None:
+                    tokens, fresh = insert_prompts(generator, index, tokens, 0, 0, carried=prompts)
+                if carry and not fresh:
                     prompts = merge_prompts(stage.downsample, prompts)
                 carry = False
-                x, out = prompted_block(block, x, prompts if prompts is not None else x.new_zeros(b, 0, c))
-                prompts = out if prompts is not None else None
+                if fresh:
+                    x, prompts = prompted_tokens_block(block, tokens, fresh, (h, w))
+                else:
+                    x, out = prompted_block(block, x, prompts if prompts is not None else x.new_zeros(b, 0, c))
+                    prompts = out if prompts is not None else None
         return self.backbone.norm(x), prompts
 
     def forward_features(self, images: Tensor) -> Tensor:
@@ -211,6 +222,7 @@ __all__ = [
     "build_swin_prompts",
     "merge_prompts",
     "prompted_block",
+    "prompted_tokens_block",
     "prompted_window_attention",
     "swin_stages",
 ]

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from vapt.config import METHODS
 from vapt.models.prompted import PromptedModel
+from vapt.models.recomputed_prompts import insert_prompts
 
 
 class PromptedViT(PromptedModel):
@@ -47,12 +48,7 @@ class PromptedViT(PromptedModel):
         prefix, num_prompts = self.num_prefix_tokens, 0
         for index, block in enumerate(vit.blocks):
             if self.prompt is not None:
-                patches = x[:, prefix + num_prompts:]
-                previous = x[:, prefix:prefix + num_prompts] if num_prompts else None
-                prompts = self.prompt(index, patches, previous)
-                if prompts is not None:
-                    x = torch.cat([x[:, :prefix], prompts.to(x.dtype), patches], dim=1)
-                    num_prompts = prompts.shape[1]
+                x, num_prompts = insert_prompts(self.prompt, index, x, prefix, num_prompts)
             x = block(x)
         return vit.norm(x), num_prompts
 

@@ -87,8 +87,8 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
 CODE_PARTS: tuple[str, ...] = ("vapt/config.py", "vapt/methods", "vapt/models", "vapt/data", "vapt/run/config.py",
                                "vapt/run/record.py", "vapt/run/selection.py", "vapt/run/train.py",
                                "vapt/run/sweep.py", "vapt/run/jobs.py", "vapt/run/lock.py",
-                               "vapt/run/bench.py", "vapt/paper/smoke.py", "vapt/paper/digits.py",
-                               "theory")
+                               "vapt/run/bench.py", "vapt/run/memory.py", "vapt/paper/smoke.py",
+                               "vapt/paper/digits.py", "theory")
 
 
 def code_version() -> str:

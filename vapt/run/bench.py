@@ -8,6 +8,9 @@ peak resident memory (VmHWM) over model building and two training steps, measure
 with glibc's mmap threshold fixed at 128 KiB so that freed tensors leave the resident set (with the
 default dynamic threshold, heap reuse made the figure vary by about 10 % between runs). Both count
 weights, activations, gradients and optimizer state, but not the PyTorch runtime.
+Memory kept for the backward pass is the size of the distinct storages that the first training step's forward
+pass saves for its backward pass (counted with `torch.autograd.graph.saved_tensors_hooks`; the model's
+parameters and buffers excluded): the activation memory a method adds, free of allocator effects.
 FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` on one forward pass of one image.
 """
 
@@ -20,7 +23,6 @@ import dataclasses
 import json
 import os
 import pickle
-import re
 import socket
 import statistics
 import subprocess
@@ -29,7 +31,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,8 +46,10 @@ from vapt.errors import ConfigError, check_positive_int
 from vapt.models.backbones import backbone_spec
 from vapt.models.factory import create_model
 from vapt.models.prompted import PromptedModel, count_parameters
+from vapt.run.memory import CpuPeakMemory, saved_for_backward_mb
 
-COLUMNS = ("method", "step_time_s", "eval_images_per_s", "peak_memory_mb", "gflops_per_image", "trainable_params")
+COLUMNS = ("method", "step_time_s", "eval_images_per_s", "peak_memory_mb", "saved_for_backward_mb", "gflops_per_image",
+           "trainable_params")
 DETAILS = ("image_size", "cpu_threads")  # reported with the table, not written to the CSV
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -63,7 +66,7 @@ class BenchSettings:
     steps: int = 5
     warmup: int = 1
     dtype: str = "fp32"
-    recompute: bool = False
+    recompute: bool | None = None  # VAPT's recomputing path; None: the method's default
     num_classes: int = 10
     threads: int | None = None
     compile: bool = False
@@ -87,7 +90,7 @@ def method_overrides(method: str, settings: BenchSettings) -> dict[str, Any]:
         return {}
     options = METHODS[method].options()
     wanted = {"num_tokens": settings.num_tokens, "recompute": settings.recompute}
-    return {k: v for k, v in wanted.items() if k in options}
+    return {k: v for k, v in wanted.items() if k in options and v is not None}
 
 
 def build_model(settings: BenchSettings, method: str) -> PromptedModel:
@@ -118,29 +121,6 @@ def count_flops(model: torch.nn.Module, images: Tensor) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
-
-
-class CpuPeakMemory:
-    """Rise of this process's peak resident memory (MiB) since construction (Linux /proc)."""
-
-    STATUS = Path("/proc/self/status")
-
-    def __init__(self) -> None:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current resident size
-        except OSError:
-            pass
-        self.start = self._read("VmRSS")
-
-    def _read(self, field: str) -> int:
-        match = re.search(rf"^{field}:\s+(\d+) kB", self.STATUS.read_text(), re.MULTILINE)
-        if match is None:
-            raise ConfigError(f"cannot measure CPU memory: no {field} in {self.STATUS}")
-        return int(match.group(1))
-
-    def rise_mb(self) -> float:
-        """Peak resident memory minus the resident memory at construction, in MiB."""
-        return max(self._read("VmHWM") - self.start, 0) / 1024
 
 
 class MethodBench:
@@ -175,15 +155,24 @@ class MethodBench:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
+        self.saved_mb: float | None = None
         for _ in range(settings.warmup):
             self._train()
         self.eval_ready = False
 
     def _train(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast:
-            loss = F.cross_entropy(self.model(self.images), self.labels)
-        loss.backward()
+        losses = []
+
+        def forward() -> None:
+            with self.autocast:
+                losses.append(F.cross_entropy(self.model(self.images), self.labels))
+
+        if self.saved_mb is None:  # the first step counts what its forward pass keeps for backward
+            self.saved_mb = saved_for_backward_mb(self.model, forward)
+        else:
+            forward()
+        losses.pop().backward()
         self.optimizer.step()
 
     def _eval(self) -> None:
@@ -207,6 +196,12 @@ class MethodBench:
             return torch.cuda.max_memory_allocated(self.device) / 2**20
         return self.cpu_memory.rise_mb()
 
+    def saved_memory_mb(self) -> float:
+        """Memory the first training step kept for its backward pass (MiB); runs that step if none ran yet."""
+        if self.saved_mb is None:
+            self._train()
+        return self.saved_mb
+
     def eval_step(self) -> float:
         """Seconds of one evaluation forward pass without gradients (the first call warms up first)."""
         if not self.eval_ready:
@@ -222,12 +217,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _row(summary: dict[str, Any], batch: int, train: list[float], eval_: list[float], peak: float) -> dict[str, Any]:
+def _row(summary: dict[str, Any], batch: int, train: list[float], eval_: list[float], peak: float,
+         saved: float) -> dict[str, Any]:
     return {
         **summary,
         "step_time_s": statistics.median(train),
         "eval_images_per_s": batch / statistics.median(eval_),
         "peak_memory_mb": peak,
+        "saved_for_backward_mb": saved,
     }
 
 
@@ -237,7 +234,15 @@ def measure_method(settings: BenchSettings, method: str) -> dict[str, Any]:
     train = [bench.train_step() for _ in range(settings.steps)]
     peak = bench.peak_memory_mb()
     eval_ = [bench.eval_step() for _ in range(settings.steps)]
-    return _row(bench.summary, settings.batch, train, eval_, peak)
+    return _row(bench.summary, settings.batch, train, eval_, peak, bench.saved_memory_mb())
+
+
+CONTROL_SUFFIX = " (control)"
+
+
+def control_label(method: str) -> str:
+    """The table label of a second, identically built model of `method` (the step-time noise control)."""
+    return method + CONTROL_SUFFIX
 
 
 RESULT_TAG = "vapt-bench-result "
@@ -251,12 +256,14 @@ def _work(conn: socket.socket, settings: BenchSettings, method: str) -> None:
             channel.flush()
 
         try:
-            bench = MethodBench(settings, method)
+            bench = MethodBench(settings, method.removesuffix(CONTROL_SUFFIX))
+            bench.summary["method"] = method
             reply({"ok": bench.summary})
         except BaseException:
             reply({"error": traceback.format_exc()})
             return
-        actions = {"train": bench.train_step, "eval": bench.eval_step, "memory": bench.peak_memory_mb}
+        actions = {"train": bench.train_step, "eval": bench.eval_step, "memory": bench.peak_memory_mb,
+                   "saved": bench.saved_memory_mb}
         for line in channel:
             command = json.loads(line)["cmd"]
             if command == "stop":
@@ -277,7 +284,7 @@ def serve() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         method = request["method"]
-        if "spec" in request and method not in METHODS:
+        if "spec" in request and method.removesuffix(CONTROL_SUFFIX) not in METHODS:
             register_method(pickle.loads(base64.b64decode(request["spec"])))
         if request["cmd"] == "start":
             ours, theirs = socket.socketpair()
@@ -307,7 +314,7 @@ def serve() -> None:
 def _ask(server: subprocess.Popen, settings: BenchSettings, method: str, command: str) -> Any:
     request = {"cmd": command, "method": method, "settings": dataclasses.asdict(settings)}
     if command == "start":  # the method's registration travels with it, so methods registered at run time work
-        request["spec"] = base64.b64encode(pickle.dumps(METHODS[method])).decode("ascii")
+        request["spec"] = base64.b64encode(pickle.dumps(METHODS[method.removesuffix(CONTROL_SUFFIX)])).decode("ascii")
     server.stdin.write(json.dumps(request) + "\n")
     server.stdin.flush()
     for line in server.stdout:
@@ -339,19 +346,23 @@ def _stop_server(server: subprocess.Popen | None) -> None:
         server.wait()
 
 
-def run_bench(settings: BenchSettings, methods: list[str]) -> pd.DataFrame:
+def run_bench(settings: BenchSettings, methods: list[str], control: str | None = None) -> pd.DataFrame:
     """Measure each method in its own worker process; one row per method, columns `COLUMNS` + `DETAILS`.
 
     All workers are set up first; then the timed steps go round-robin over the methods (one worker
     computes at a time), so a change in the machine's load affects every method alike. On CPU, peak
     memory comes from a second pass, one method at a time, in workers whose allocator returns freed
     memory to the system (`CPU_MEMORY_ENV`), so that resident memory follows the live tensors.
+    `control` adds a second, identical model of that method (row `control_label(control)`), measured in
+    the same round-robin: its ratio to the first shows how far two identical models differ on this machine.
     """
-    for method in methods:
+    for method in [*methods, *([control] if control is not None else [])]:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; expected some of {', '.join(METHODS)}")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"--methods lists a method twice: {','.join(methods)}")
+    if control is not None:
+        methods = [*methods, control_label(control)]
     cpu = torch.device(settings.device).type == "cpu"
     server = _start_server()
     memory_server = _start_server(CPU_MEMORY_ENV) if cpu else None
@@ -363,6 +374,7 @@ def run_bench(settings: BenchSettings, methods: list[str]) -> pd.DataFrame:
             for m in methods:
                 train[m].append(_ask(server, settings, m, "train"))
         peaks = {m: _ask(server, settings, m, "memory") for m in methods}
+        saved = {m: _ask(server, settings, m, "saved") for m in methods}
         for _ in range(settings.steps):
             for m in methods:
                 eval_[m].append(_ask(server, settings, m, "eval"))
@@ -378,7 +390,7 @@ def run_bench(settings: BenchSettings, methods: list[str]) -> pd.DataFrame:
     finally:
         _stop_server(server)
         _stop_server(memory_server)
-    rows = [_row(summaries[m], settings.batch, train[m], eval_[m], peaks[m]) for m in methods]
+    rows = [_row(summaries[m], settings.batch, train[m], eval_[m], peaks[m], saved[m]) for m in methods]
     return pd.DataFrame(rows, columns=[*COLUMNS, *DETAILS])
 
 
@@ -397,8 +409,9 @@ def format_report(table: pd.DataFrame, settings: BenchSettings) -> str:
     lines = [
         f"backbone {settings.backbone}, batch {settings.batch}, {int(first['image_size'])} px, "
         f"Np {settings.num_tokens}, {settings.device} {settings.dtype}, {int(first['cpu_threads'])} CPU threads, "
-        f"recompute {'on' if settings.recompute else 'off'}, "
-        f"median of {settings.steps} steps after {settings.warmup} warm-up; memory: {memory}",
+        f"recompute {({True: 'on', False: 'off'}).get(settings.recompute, 'default')}, "
+        f"median of {settings.steps} steps after {settings.warmup} warm-up; memory: {memory}; "
+        f"saved_for_backward_mb: what the forward pass keeps for backward",
         "",
         table[list(COLUMNS)].to_string(index=False, float_format=lambda v: f"{v:.4g}"),
     ]
@@ -414,8 +427,8 @@ def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     io.write_csv(table, path, list(COLUMNS))
 
 
-def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | None]:
-    """Settings, methods and output path from the command line."""
+def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | None, str | None]:
+    """Settings, methods, output path and control method from the command line."""
     parser = argparse.ArgumentParser(prog="python -m vapt bench", epilog=DOCS_HELP, description=__doc__,
                                      formatter_class=HelpFormatter)
     parser.add_argument("--backbone", default="vit_test", help="named ViT or Swin backbone, or a timm name")
@@ -428,9 +441,14 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | 
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     parser.add_argument("--dtype", "--precision", dest="dtype", default="fp32", choices=sorted(DTYPES),
                         help="autocast precision (default fp32)")
-    parser.add_argument("--recompute", action="store_true", help="VAPT: recompute adaptive prompts in backward")
+    parser.add_argument("--recompute", action=argparse.BooleanOptionalAction, default=None,
+                        help="VAPT: recompute the adaptive prompts in the backward pass (on by default), or keep "
+                             "the generator's tensors instead (--no-recompute)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: PyTorch's)")
     parser.add_argument("--compile", action="store_true", help="run each model under torch.compile (off by default)")
+    parser.add_argument("--control", default=None, metavar="METHOD",
+                        help="also measure a second, identical model of METHOD (printed as 'METHOD (control)', "
+                             "not written to --out): its ratio to METHOD is the step-time noise of the machine")
     parser.add_argument("--out", default=None, help="write the table to this CSV file")
     parser.add_argument("--loader", action="store_true",
                         help="measure the data path instead (cold vs cached); see `bench --loader --help`")
@@ -443,7 +461,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, list[str], str | 
         image_size=args.image_size, steps=args.steps, warmup=args.warmup, dtype=args.dtype,
         recompute=args.recompute, threads=args.threads, compile=args.compile,
     )
-    return settings, methods, args.out
+    return settings, methods, args.out, args.control
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -453,16 +471,16 @@ def main(argv: list[str] | None = None) -> int:
         from vapt.run.loader_bench import main as loader_main
 
         return loader_main([a for a in argv if a != "--loader"])
-    settings, methods, out = parse_args(argv)
+    settings, methods, out, control = parse_args(argv)
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {settings.device} requested but CUDA is not available on this machine")
     backbone_spec(settings.backbone)  # unknown names fail here, before any worker starts
     if out is not None:
         io.check_writable_file(out, "--out file")
-    table = run_bench(settings, methods)
+    table = run_bench(settings, methods, control)
     print(format_report(table, settings))
     if out is not None:
-        write_csv(table, out)
+        write_csv(table[~table["method"].str.endswith(CONTROL_SUFFIX)], out)
         print(f"\nwrote {out}")
     return 0
 

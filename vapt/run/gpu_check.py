@@ -128,7 +128,7 @@ def run_benches(plan: CheckPlan, out: Path, log: Path) -> pd.DataFrame:
         command = ["bench", "--backbone", plan.backbone, "--methods", ",".join(variant["methods"]), "--batch",
                    str(plan.batch), "--device", plan.device, "--precision", variant["precision"], "--steps",
                    str(plan.steps), "--warmup", str(plan.warmup), "--out", str(csv)]
-        command += ["--recompute"] if variant["recompute"] else []
+        command += ["--recompute" if variant["recompute"] else "--no-recompute"]
         command += ["--compile"] if variant["compile"] else []
         _run(command, log)
         table = pd.read_csv(csv)
