@@ -34,7 +34,7 @@ def test_loader_bench_writes_cold_and_cached_rows(tmp_path: Path, capsys: pytest
 @pytest.mark.parametrize("extra, message", [
     (["--synthetic", "40by30"], "--synthetic must be WxH in pixels"),
     (["--steps", "-1"], "--steps must be >= 0, got -1"),
-    (["--backbone", "vit_test", "--steps", "1", "--image-size", "48"], "vit_test takes 32 px input"),
+    (["--backbone", "vit_test", "--steps", "1", "--image-size", "48"], "backbone 'vit_test', which takes 32 px input"),
 ])
 def test_loader_bench_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
     write_synthetic_vtab_task(tmp_path, "svhn", 40, 30, counts={"train800": 4, "val200": 2, "test": 2})

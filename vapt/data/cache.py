@@ -395,17 +395,3 @@ def cached_loader(
     return CachedLoader(lambda: load_split(dataset, benchmark, train, image_size, resize, cache_dir),
                         batch_size, shuffle, generator, device, random_steps, indices)
 
-
-def cached_run_loaders(
-    config: Any, train_set: Dataset, eval_sets: dict[str, Dataset], device: torch.device,
-    generator: torch.Generator,
-) -> tuple[CachedLoader, dict[str, CachedLoader]]:
-    """The training and evaluation loaders of a run (a resolved TrainConfig) from the cache."""
-    benchmark = config.data.split("/", 1)[0]
-    cache_dir = config.cache_dir or default_cache_dir(config.data_root)
-    common = dict(benchmark=benchmark, image_size=config.image_size, resize=config.resize,
-                  batch_size=config.batch_size, device=device, cache_dir=cache_dir)
-    train_loader = cached_loader(train_set, train=True, shuffle=True, generator=generator, **common)
-    eval_loaders = {s: cached_loader(d, train=False, shuffle=False, generator=torch.Generator(), **common)
-                    for s, d in eval_sets.items()}
-    return train_loader, eval_loaders

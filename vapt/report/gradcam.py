@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from vapt.config import prompted_methods
-from vapt.data import build_dataset, parse_data
+from vapt.data import parse_data
 from vapt.report.paper import method_label
-from vapt.report.runs import best_runs, load_run_model, model_runs, run_config
+from vapt.report.runs import best_runs, load_run_model, model_runs, run_config, run_split
 
 GRADCAM_TASKS: tuple[str, ...] = ("sun397", "svhn", "resisc45", "clevr_count", "kitti")
 
@@ -110,9 +110,7 @@ def load_run_images(run_dir: str | os.PathLike, count: int = 5, split: str = "te
 
     config = run_config(run_dir)
     spec = parse_data(config.data, config.num_classes)
-    # the run's own resize mode (records made before the option existed read as PIL, their resize)
-    dataset = build_dataset(spec, config.data_root, split, image_size=config.image_size or 224, resize=config.resize,
-                            decode=config.decode)
+    dataset = run_split(config, split, image_size=config.image_size or 224)
     targets = dataset.targets
     chosen: list[int] = []
     for label in dict.fromkeys(targets):

@@ -30,7 +30,8 @@ from vapt.models.backbones import is_swin_backbone
 from vapt.report.figures import DataSource, save_figure, set_style
 from vapt.report.lens import DEPENDENCE_COLUMNS, gate_mass, lens_layout, num_prompt_tokens, prompt_dependence
 from vapt.report.paper import method_label
-from vapt.report.runs import best_runs, load_run_model, read_run
+from vapt.report.runs import best_runs, load_run_model, read_run, run_split
+from vapt.run.config import TrainConfig
 from vapt.run.record import RunRecord
 
 FIGURES: tuple[str, ...] = ("lens_prompt_mass", "lens_dependence", "lens_effective_prompts")
@@ -66,16 +67,14 @@ def run_images(record: RunRecord, data_root: str | os.PathLike | None, split: st
 
     `data_root` None: the run's recorded data root.
     """
-    from vapt.data import build_dataset, parse_data
+    from vapt.data import parse_data
 
-    config = record.config
+    config = TrainConfig.from_dict(record.config)
     data_root = _data_root(record, data_root)
-    spec = parse_data(config["data"], config.get("num_classes"))
+    spec = parse_data(config.data, config.num_classes)
     if split not in spec.splits:
         raise ConfigError(f"split {split!r} is not one of {spec.name}'s splits: {', '.join(spec.splits)}")
-    # decoded and resized as the run's images were (records that predate --decode and --resize read as PIL)
-    dataset = build_dataset(spec, data_root, split, image_size=image_size, resize=config.get("resize"),
-                            decode=config.get("decode", "pil"))
+    dataset = run_split(config, split, data_root=str(data_root), image_size=image_size)
     if len(dataset) == 0:
         raise DataLayoutError(f"split {split!r} of {spec.name} under {str(data_root)!r} holds no images")
     chosen = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int))
@@ -103,7 +102,7 @@ def lens_table(run_dirs: Sequence[str | os.PathLike], data_root: str | os.PathLi
 
     `data_root` None: each run's recorded data root.
     """
-    from vapt.run.train import resolve_device
+    from vapt.run.builder import resolve_device
 
     check_positive_int("--images", images)
     target = resolve_device(device)

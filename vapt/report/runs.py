@@ -2,22 +2,21 @@
 
 Shared by Grad-CAM (`vapt.report.gradcam`) and the MoE lens (`vapt.report.lens_command`). A run folder
 holds `result.json` (read through `RunRecord`) and `trainable.pt`; its model is rebuilt from the
-record's config exactly as `python -m vapt train` built it, including the random draw of a backbone
-that has no weights file (e.g. `vit_test`), and then given the trained prompts and head.
+record's config by the builder `python -m vapt train` uses (`vapt.run.builder`), including the random
+draw of a backbone that has no weights file (e.g. `vit_test`), and then given the trained prompts and head.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from vapt.data import parse_data
+from vapt.data.images import ImageListDataset
 from vapt.errors import DataLayoutError
-from vapt.models.factory import create_model
+from vapt.run.builder import build_model, split_dataset
 from vapt.run.config import TrainConfig
 from vapt.run.record import RECORD_NAME, RunRecord, scan_records
 
@@ -100,8 +99,8 @@ def run_config(run_dir: str | os.PathLike) -> TrainConfig:
 def load_run_model(run_dir: str | os.PathLike, record: RunRecord | None = None) -> Any:
     """The trained model of a finished run (eval mode): its backbone, method options and trainable.pt.
 
-    The backbone is built under the run's seed, as `train` built it, so a backbone without a weights
-    file (`vit_test`) is the same random draw; the global random state is left as it was.
+    The backbone is built by `vapt.run.builder.build_model`, as `train` built it, so a backbone without
+    a weights file (`vit_test`) is the same random draw; the global random state is left as it was.
     Raises DataLayoutError naming the folder or file when the run cannot be rebuilt.
     """
     folder = Path(run_dir)
@@ -111,18 +110,20 @@ def load_run_model(run_dir: str | os.PathLike, record: RunRecord | None = None) 
     if not weights_path.is_file():
         raise DataLayoutError(f"run folder {str(folder)!r} has no {WEIGHTS_NAME} (status {record.status!r}); "
                               f"expected a finished run")
-    spec = parse_data(config.data, config.num_classes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = create_model(config.backbone, config.method, spec.num_classes,
-                             pretrained=bool(config.pretrained) and config.weights is None,
-                             weights=config.weights, **config.method_overrides())
+    model, _ = build_model(config, keep_random_state=True)
     try:
         model.load_trainable(weights_path)
     except (KeyError, ValueError, RuntimeError, OSError) as err:
         raise DataLayoutError(f"{str(weights_path)!r} does not fit the model of its run "
                               f"({config.backbone}, {config.method}): {' '.join(str(err).split())}") from err
     return model.eval()
+
+
+def run_split(config: TrainConfig, split: str, **fields: Any) -> ImageListDataset:
+    """One split of a run's dataset, preprocessed as the run's evaluation images were (its input size, decoder and
+    resize mode; records made before `--decode` / `--resize` read as PIL). `fields` replace config fields."""
+    config = dataclasses.replace(config, **fields).resolved() if fields else config.resolved()
+    return split_dataset(config, split)
 
 
 __all__ = [
@@ -135,4 +136,5 @@ __all__ = [
     "model_runs",
     "read_run",
     "run_config",
+    "run_split",
 ]

@@ -66,7 +66,9 @@ class TrainConfig:
     compile: bool = False
 
     def resolved(self) -> TrainConfig:
-        """Validate every field and fill the data-dependent defaults (splits, warm-up)."""
+        """Validate every field and fill the data-dependent defaults (splits, warm-up, resize mode), once per config."""
+        if self.__dict__.get("_resolved"):
+            return self
         spec = parse_data(self.data, self.num_classes)
         for name in ("epochs", "batch_size", "eval_every"):
             check_positive_int(name, getattr(self, name))
@@ -92,11 +94,15 @@ class TrainConfig:
                 raise ConfigError(
                     f"split {split!r} is not one of {spec.name}'s splits: {', '.join(spec.splits)}"
                 )
-        return dataclasses.replace(
+        return _mark_resolved(dataclasses.replace(
             self, warmup_epochs=warmup, train_split=train_split, eval_splits=eval_splits, resize=resize,
             decode=decode,
             method_options=tuple(sorted((str(k), v) for k, v in self.method_options)),
-        )
+        ))
+
+    def as_built(self, image_size: int, pretrained: bool) -> TrainConfig:
+        """The resolved config with the model's input size and whether hub weights were loaded (as runs record them)."""
+        return _mark_resolved(dataclasses.replace(self.resolved(), image_size=image_size, pretrained=pretrained))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -123,6 +129,12 @@ class TrainConfig:
         if self.num_tokens is not None:
             overrides["num_tokens"] = self.num_tokens
         return overrides
+
+
+def _mark_resolved(config: TrainConfig) -> TrainConfig:
+    """Mark a config whose fields `resolved` has validated and filled (not a field: equality and dicts ignore it)."""
+    object.__setattr__(config, "_resolved", True)
+    return config
 
 
 def _num(value: float) -> str:

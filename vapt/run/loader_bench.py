@@ -17,6 +17,7 @@ synthetic.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -30,16 +31,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from vapt.cli import DOCS_HELP
 from vapt.config import METHODS
-from vapt.data import VTAB_SPLITS, build_dataset, parse_data
-from vapt.data.cache import cached_loader
-from vapt.data.images import DECODE_MODES, resolve_decode
-from vapt.data.resize import RESIZE_MODES, resolve_resize
+from vapt.data import VTAB_SPLITS, parse_data
+from vapt.data.images import DECODE_MODES
+from vapt.data.resize import RESIZE_MODES
 from vapt.errors import ConfigError
 from vapt.io import atomic_path
+from vapt.run.builder import build_loader, build_model, loader_workers, resolve_device
+from vapt.run.config import TrainConfig
 
 COLUMNS = ("path", "images_per_s", "data_wait_share", "images", "seconds")
 SYNTHETIC_COUNTS: dict[str, int] = {"train800": 800, "val200": 200, "test": 200}
@@ -128,34 +129,42 @@ def data_wait_share(loader: Iterable, model: torch.nn.Module, device: torch.devi
     return sum(waits) / sum(totals)
 
 
-def run_loader_bench(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Measure the cold and the cached path on one split; returns the table and the settings measured."""
-    import vapt
-
+def bench_config(args: argparse.Namespace) -> TrainConfig:
+    """The run config whose loaders (and, for the data-wait steps, model: random weights, seed 0) are measured."""
     spec = parse_data(args.data, args.num_classes)
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device} requested but CUDA is not available on this machine")
-    resize = resolve_resize(spec.benchmark, args.resize)
-    train = spec.benchmark == "fgvc" and args.split == "train"
-    decode = resolve_decode(spec.benchmark, args.decode)
-    dataset = build_dataset(spec, args.data_root, args.split, args.image_size, train=train, resize=resize,
-                            decode=decode)
-    workers = args.num_workers if args.num_workers is not None else (
-        0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
-    cold = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0),
-                      num_workers=workers, pin_memory=device.type == "cuda")
-    settings: dict[str, Any] = {"data": spec.name, "split": args.split, "images": len(dataset), "resize": resize,
-                                "decode": decode,
-                                "image_size": args.image_size, "batch_size": args.batch_size, "device": str(device),
-                                "workers": workers, "torch_threads": torch.get_num_threads(),
+    return TrainConfig(
+        backbone=args.backbone, method=args.method, data=args.data, data_root=args.data_root, seed=0,
+        batch_size=args.batch_size, image_size=args.image_size, train_split=spec.default_train_split,
+        eval_splits=(args.split,), num_classes=args.num_classes, pretrained=False, device=args.device,
+        num_workers=args.num_workers, resize=args.resize, decode=args.decode, precision=args.precision,
+        cache_dir=args.cache_dir,
+    ).resolved()
+
+
+def run_loader_bench(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Measure the cold and the cached path on one split; returns the table and the settings measured.
+
+    Both loaders come from the run builder (`vapt.run.builder`), as `train --no-cache` and `train` build them.
+    """
+    config = bench_config(args)
+    device = resolve_device(config.device)
+    training = args.split == config.train_split  # FGVC's training split is read with its augmentation
+
+    def loader(cache: bool, cache_dir: str | None = None) -> Any:
+        run = dataclasses.replace(config, cache=cache, cache_dir=cache_dir).resolved()
+        return build_loader(run, args.split, device, training, True, torch.Generator().manual_seed(0))
+
+    cold, images = loader(cache=False)
+    settings: dict[str, Any] = {"data": config.data, "split": args.split, "images": images,
+                                "resize": config.resize, "decode": config.decode, "image_size": config.image_size,
+                                "batch_size": config.batch_size, "device": str(device),
+                                "workers": loader_workers(config, device), "torch_threads": torch.get_num_threads(),
                                 "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="vapt-loader-bench-") as scratch:
-        cache_dir = args.cache_dir or scratch
+        cache_dir = config.cache_dir or scratch
 
         def cached() -> Any:
-            return cached_loader(dataset, spec.benchmark, train, args.image_size, resize, args.batch_size, True,
-                                 torch.Generator().manual_seed(0), device, cache_dir)
+            return loader(cache=True, cache_dir=cache_dir)[0]
 
         start = time.perf_counter()
         warm = cached()
@@ -164,11 +173,8 @@ def run_loader_bench(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, 
         rates = {"cold": images_per_second(cold, device), "cached": images_per_second(cached(), device)}
         shares = {path: float("nan") for path in rates}
         if args.steps > 0:
-            torch.manual_seed(0)
-            model = vapt.create_model(args.backbone, args.method, spec.num_classes).to(device).train()
-            if model.image_size != args.image_size:
-                raise ConfigError(f"--backbone {args.backbone} takes {model.image_size} px input, but --image-size "
-                                  f"is {args.image_size}; pass --image-size {model.image_size} or another backbone")
+            model, _ = build_model(config)
+            model = model.to(device).train()
             settings.update(backbone=args.backbone, method=args.method, steps=args.steps)
             shares = {"cold": data_wait_share(cold, model, device, args.steps, args.precision),
                       "cached": data_wait_share(cached(), model, device, args.steps, args.precision)}

@@ -19,13 +19,13 @@ so a resumed run ends where an uninterrupted one does. A finished run writes `re
 loss ends the run as `failed` (recorded, not retried; exit code 1).
 
 Backbones load pre-trained weights from the timm hub or its cache unless `--weights PATH` names a
-local file; `vit_test` and `--no-pretrained` use random weights drawn from the seed.
+local file; `vit_test` and `--no-pretrained` use random weights drawn from the seed. The model and the
+loaders come from `vapt.run.builder.build_run`, which the lens, Grad-CAM and `bench --loader` share.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -41,24 +41,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vapt.cli import DOCS_HELP, HelpFormatter
 from vapt.config import METHODS
-from vapt.data import DataSpec, build_dataset, parse_data, stratified_fraction
-from vapt.data.cache import cached_run_loaders
-from vapt.data.check import run_data_warnings
 from vapt.errors import CheckpointError, ConfigError, OutputError, load_failure, write_failure
 from vapt.io import check_writable_dir, save_torch_atomic
-from vapt.models.backbones import TEST_BACKBONES
 from vapt.run import stopping
+from vapt.run.builder import build_run
 from vapt.run.config import (
     TrainConfig,
     add_run_arguments,
     check_startable,
     config_from_args,
-    run_dir,
     run_id,
 )
 from vapt.run.lock import LOCK_NAME, first_missing, remove_if_unused, try_lock
@@ -113,15 +109,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> An
         optimizer, t_initial=config.epochs - config.warmup_epochs, warmup_t=config.warmup_epochs,
         warmup_prefix=True, warmup_lr_init=0.0, lr_min=0.0,
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; asking for an absent GPU is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for, but CUDA is not available; use --device cpu")
-    return torch.device(name)
 
 
 def environment(device: torch.device) -> dict[str, str]:
@@ -193,14 +180,6 @@ def _autocast(device: torch.device, precision: str = "bf16") -> Any:
     return nullcontext()
 
 
-def _loader(dataset: Dataset, config: TrainConfig, device: torch.device, shuffle: bool,
-            generator: torch.Generator) -> DataLoader:
-    workers = config.num_workers if config.num_workers is not None else (
-        0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=workers, pin_memory=device.type == "cuda", drop_last=False)
-
-
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A run's checkpoint (tensors only, never arbitrary pickles); CheckpointError naming the file otherwise."""
     try:
@@ -251,24 +230,25 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
     """
     config = config.resolved()
     check_startable(config)
+    identity = run_id(config)
     check_writable_dir(config.out, "--out folder")
-    created = first_missing(run_dir(config))
-    directory = check_writable_dir(run_dir(config), "run folder")
+    created = first_missing(Path(config.out) / identity)
+    directory = check_writable_dir(Path(config.out) / identity, "run folder")
     lock = try_lock(directory)
     if lock is None:
-        print(f"skipping {run_id(config)}: another process is training it now (it holds {directory / LOCK_NAME}); "
+        print(f"skipping {identity}: another process is training it now (it holds {directory / LOCK_NAME}); "
               f"run the same command again when it has finished", file=sys.stderr)
-        return RunRecord(run_id=run_id(config), config=config.to_dict(), status=RUNNING)
+        return RunRecord(run_id=identity, config=config.to_dict(), status=RUNNING)
     try:
-        with stopping.saving(f"{run_id(config)} had not finished an epoch, so nothing of it was saved"):
-            return _train_locked(config, directory, stop_after, restart_unreadable)
+        with stopping.saving(f"{identity} had not finished an epoch, so nothing of it was saved"):
+            return _train_locked(config, identity, directory, stop_after, restart_unreadable)
     except (RuntimeError, MemoryError) as err:  # memory ran out before training started (model, loaders, cache)
         if not (isinstance(err, MemoryError) or is_out_of_memory(err)):
             raise
         message = out_of_memory_message(err, config.batch_size, config.num_tokens, config.image_size,
                                         where="while building the run")
-        _record_failure(config, directory / RECORD_NAME, message)
-        raise OutOfMemory(f"{run_id(config)}: {message}; recorded as failed in {directory / RECORD_NAME}") from None
+        _record_failure(config, identity, directory / RECORD_NAME, message)
+        raise OutOfMemory(f"{identity}: {message}; recorded as failed in {directory / RECORD_NAME}") from None
     except OSError as err:
         failure = write_failure(err, "run output")
         if failure is None:
@@ -280,14 +260,14 @@ def train(config: TrainConfig, stop_after: int | None = None, restart_unreadable
         lock.release()
 
 
-def _record_failure(config: TrainConfig, path: Path, message: str) -> None:
+def _record_failure(config: TrainConfig, identity: str, path: Path, message: str) -> None:
     """Record a run that failed before its first epoch as `failed` (kept when a record is already there)."""
     if not path.is_file():
-        RunRecord(run_id=run_id(config), config=config.to_dict(), status=FAILED, error=message,
+        RunRecord(run_id=identity, config=config.to_dict(), status=FAILED, error=message,
                   failure=OUT_OF_MEMORY).write(path)
 
 
-def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
+def _train_locked(config: TrainConfig, identity: str, directory: Path, stop_after: int | None,
                   restart_unreadable: bool) -> RunRecord:
     result_path, checkpoint_path = directory / RECORD_NAME, directory / CHECKPOINT_NAME
     if restart_unreadable:
@@ -302,52 +282,25 @@ def _train_locked(config: TrainConfig, directory: Path, stop_after: int | None,
         wanted = ", ".join(f"{k} {getattr(config, k)}" for k in LEGACY_RUN_FIELDS)
         raise ConfigError(f"{result_path} was made with {made}, not {wanted}; move it away to train this run")
     if existing is not None and existing.is_done:
-        print(f"skipping {run_id(config)}: already {existing.status} ({result_path})")
+        print(f"skipping {identity}: already {existing.status} ({result_path})")
         return existing
 
     import vapt
     from vapt.config import config_to_dict
 
-    device = resolve_device(config.device)
-    spec: DataSpec = parse_data(config.data, config.num_classes)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    pretrained = config.pretrained and config.weights is None and config.backbone not in TEST_BACKBONES
-    model = vapt.create_model(config.backbone, config.method, spec.num_classes, pretrained=pretrained,
-                              weights=config.weights, **config.method_overrides())
-    if config.image_size not in (None, model.image_size):
-        patch = int(model.backbone.patch_embed.patch_size[0])
-        divisible = "" if config.image_size % patch == 0 else f" (nor is it a multiple of its patch size {patch})"
-        raise ConfigError(f"image_size {config.image_size} does not match backbone {config.backbone!r}, "
-                          f"which takes {model.image_size} px input{divisible}")
-    config = dataclasses.replace(config, image_size=model.image_size, pretrained=pretrained)
-
-    train_set: Dataset = build_dataset(spec, config.data_root, config.train_split, config.image_size, True,
-                                       config.resize, config.decode)
-    if config.fraction < 1.0:
-        train_set = Subset(train_set, stratified_fraction(train_set.targets, config.fraction, config.seed))
-    eval_sets = {s: build_dataset(spec, config.data_root, s, config.image_size, resize=config.resize,
-                                  decode=config.decode)
-                 for s in config.eval_splits}
-    patch = int(model.backbone.patch_embed.patch_size[0])
-    for warning in run_data_warnings(train_set, eval_sets, config.train_split, patch):
+    built = build_run(config)
+    config, model, device = built.config, built.model, built.device
+    train_loader, eval_loaders, loader_generator = built.train_loader, built.eval_loaders, built.loader_generator
+    for warning in built.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    model.to(device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
-    loader_generator = torch.Generator()
-    train_loader = _loader(train_set, config, device, shuffle=True, generator=loader_generator)
-    eval_loaders = {s: _loader(d, config, device, False, torch.Generator()) for s, d in eval_sets.items()}
-    if config.cache:
-        train_loader, eval_loaders = cached_run_loaders(config, train_set, eval_sets, device, loader_generator)
     if config.compile:
         model.compile()
 
     record = RunRecord(
-        run_id=run_id(config), config=config.to_dict(), method_config=config_to_dict(model.config),
-        params=vapt.count_parameters(model),
-        samples={"train": len(train_set), **{s: len(d) for s, d in eval_sets.items()}}, env=environment(device),
+        run_id=identity, config=config.to_dict(), method_config=config_to_dict(model.config),
+        params=vapt.count_parameters(model), samples=built.samples, env=environment(device),
         **job_fields(),
     )
     start_epoch, elapsed_before = 0, 0.0
