@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fixtures": ("vapt.data.fixtures", "write tiny datasets in the real VTAB-1K / FGVC layouts"),
     "data": ("vapt.data.check", "`data check`: layouts, split sizes, classes, unreadable images; a manifest"),
     "gpu-check": ("vapt.run.gpu_check", "the prepared GPU check: bench, train, compile; a cost summary"),
+    "reproduce": ("vapt.paper.reproduce", "one paper item (T1 ... lens, or all): its sweeps, then tables and figures"),
 }
 
 

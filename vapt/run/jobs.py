@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import time
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from vapt.errors import ConfigError, VaptError
 from vapt.run.config import TrainConfig, run_dir, run_id
 from vapt.run.lock import is_live
 from vapt.run.record import FAILED, RECORD_NAME, RecordError, RunRecord
+from vapt.run.slurm import DEFAULT_TIMEOUT_MIN, SlurmOptions, SlurmWatch, add_slurm_arguments, options_from_args
+from vapt.run.slurm import submit as slurm_submit
 from vapt.run.train import train
 
 EXECUTORS: tuple[str, ...] = ("local", "slurm", "debug")
@@ -43,7 +47,6 @@ def exit_when_gone(pid: int, poll_s: float = 1.0) -> None:
     atomic) and a rerun resumes them.
     """
     import threading
-    import time
 
     def watch() -> None:
         while True:
@@ -69,6 +72,26 @@ def process_ended(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state in ("Z", "X")
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where runs execute: --executor and its options (local processes, or Slurm resources)."""
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: one process per GPU (or --workers on CPU); slurm: one array task per run "
+                             "(see docs/cluster.md); debug: in this process")
+    parser.add_argument("--workers", type=int, default=1, help="local executor without GPUs: parallel processes")
+    parser.add_argument("--gpus", type=int, default=None, help="local executor: GPUs to use (default: all visible)")
+    parser.add_argument("--timeout-min", type=int, default=DEFAULT_TIMEOUT_MIN,
+                        help="per-job time limit in minutes (default: %(default)s); Slurm: sbatch --time, a run "
+                             "that reaches it is requeued and resumes")
+    add_slurm_arguments(parser)
+
+
+def launcher_from_args(args: argparse.Namespace, folder: str,
+                       progress: Callable[[Sequence[TrainConfig], float], str] | None = None) -> Launcher:
+    """The Launcher of parsed `add_executor_arguments` options, with submitit's files in `folder`."""
+    return Launcher(executor=args.executor, folder=folder, workers=args.workers, gpus=args.gpus,
+                    timeout_min=args.timeout_min, slurm=options_from_args(args), progress=progress)
 
 
 class RunJob(Checkpointable):
@@ -103,17 +126,19 @@ class Launcher:
     folder: str = "runs/.submitit"
     workers: int = 1
     gpus: int | None = None
-    timeout_min: int = 3 * 24 * 60
-    slurm_partition: str | None = None
-    slurm_account: str | None = None
-    cpus_per_task: int = 8
-    max_parallel: int = 64
+    timeout_min: int = DEFAULT_TIMEOUT_MIN
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    # the progress line, from the stage's configs and the seconds since it started (e.g. one line for a paper item)
+    progress: Callable[[Sequence[TrainConfig], float], str] | None = None
+    watch: SlurmWatch = field(default_factory=SlurmWatch)
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise ConfigError(f"executor {self.executor!r} is not one of {', '.join(EXECUTORS)}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.timeout_min < 1:
+            raise ConfigError(f"--timeout-min must be >= 1, got {self.timeout_min}")
 
     def run(self, configs: Sequence[TrainConfig]) -> None:
         """Run `configs` and wait; failures are reported here and detected from the records afterwards."""
@@ -123,14 +148,7 @@ class Launcher:
             executor = submitit.DebugExecutor(folder=self.folder)
             jobs = [executor.submit(RunJob(), [config]) for config in configs]
         elif self.executor == "slurm":
-            executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
-            options = dict(slurm_partition=self.slurm_partition, slurm_account=self.slurm_account)
-            executor.update_parameters(
-                name="vapt", timeout_min=self.timeout_min, nodes=1, tasks_per_node=1, gpus_per_node=1,
-                cpus_per_task=self.cpus_per_task, slurm_array_parallelism=self.max_parallel,
-                **{k: v for k, v in options.items() if v},
-            )
-            jobs = executor.map_array(RunJob(), [[config] for config in configs])
+            jobs = slurm_submit(RunJob(), [[config] for config in configs], self.folder, self.slurm, self.timeout_min)
         else:
             gpus = _visible_gpus() if self.gpus is None else list(range(self.gpus))
             slots = len(gpus) or self.workers
@@ -140,9 +158,17 @@ class Launcher:
                 gpu = dict(gpus_per_node=1, visible_gpus=[gpus[slot]]) if gpus else dict(gpus_per_node=0)
                 executor.update_parameters(timeout_min=self.timeout_min, **gpu)
                 jobs.append(executor.submit(RunJob(sweep_pid=os.getpid()), list(configs[slot::slots])))
-        print(f"submitted {len(configs)} run(s) as {len(jobs)} {self.executor} job(s); logs in {self.folder}")
-        if self.executor != "debug":  # debug jobs run inside result(), one after another
-            wait_with_progress(jobs, configs)
+        array = ""
+        if self.executor == "slurm" and jobs:  # submitit submits a single run as a plain job, several as an array
+            array = f" (Slurm {'array' if '_' in jobs[0].job_id else 'job'} {jobs[0].job_id.split('_')[0]})"
+        print(f"submitted {len(configs)} run(s) as {len(jobs)} {self.executor} job(s){array}; logs in {self.folder}",
+              flush=True)
+        started = time.monotonic()
+        progress = self.progress or sweep_progress
+        if self.executor == "slurm":  # the queue says when a task has ended; submitit's sacct polls are not used
+            jobs = self.watch.wait(jobs, lambda: progress(configs, time.monotonic() - started))
+        elif self.executor != "debug":  # debug jobs run inside result(), one after another
+            wait_with_progress(jobs, configs, progress=progress)
         for job in jobs:
             try:
                 for line in job.result():
@@ -183,14 +209,13 @@ def format_duration(seconds: float) -> str:
 
 
 def wait_with_progress(jobs: Sequence[Any], configs: Sequence[TrainConfig], poll_s: float = 10.0,
-                       every_s: float = 60.0) -> None:
+                       every_s: float = 60.0,
+                       progress: Callable[[Sequence[TrainConfig], float], str] | None = None) -> None:
     """Wait for submitit `jobs`, printing a progress line when the counts change (and at least every `every_s`)."""
-    import time
-
     started = last_time = time.monotonic()
     last = ""
     while not all(job.done() for job in jobs):
-        line = sweep_progress(configs, time.monotonic() - started)
+        line = (progress or sweep_progress)(configs, time.monotonic() - started)
         counts = line.rsplit(", ETA", 1)[0]
         if counts != last or time.monotonic() - last_time >= every_s:
             print(line, flush=True)
@@ -200,8 +225,6 @@ def wait_with_progress(jobs: Sequence[Any], configs: Sequence[TrainConfig], poll
 
 def wait_for_live(configs: Sequence[TrainConfig], poll_s: float = 2.0) -> None:
     """Wait until no other process holds the lock of any of `configs` (their records are read afterwards)."""
-    import time
-
     waiting = list(configs)
     announced = -1
     while waiting:

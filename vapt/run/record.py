@@ -30,6 +30,7 @@ NON_FINITE = "non_finite_loss"  # failure kind of a run whose loss became NaN or
 # Config fields a record may lack because it predates them, and how those runs were made: PIL's resize, bf16,
 # PIL's JPEG decoding.
 LEGACY_RUN_FIELDS: dict[str, str] = {"resize": "pil", "precision": "bf16", "decode": "pil"}
+OPTIONAL_JOB_FIELDS = ("executor", "slurm_job_id", "slurm_array_index")  # written only when known
 REQUIRED_CONFIG = ("backbone", "method", "data", "seed", "lr", "wd", "epochs")
 
 
@@ -53,6 +54,9 @@ class RunRecord:
     env: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     failure: str | None = None
+    executor: str | None = None  # submitit's executor that ran it (slurm, local), when it ran in a job
+    slurm_job_id: str | None = None  # the Slurm job (ARRAY_INDEX for array tasks) that last trained it
+    slurm_array_index: int | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -79,9 +83,9 @@ class RunRecord:
         return self.final.get(split)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object written to result.json (error fields only when set)."""
+        """The JSON object written to result.json (error and job fields only when set)."""
         data = dataclasses.asdict(self)
-        for key in ("error", "failure"):
+        for key in ("error", "failure", *OPTIONAL_JOB_FIELDS):
             if data[key] is None:
                 del data[key]
         return data

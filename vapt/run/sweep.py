@@ -43,8 +43,10 @@ from vapt.run.jobs import (  # noqa: F401 - re-exported: the sweep's launching A
     EXECUTORS,
     Launcher,
     RunJob,
+    add_executor_arguments,
     exit_when_gone,
     format_duration,
+    launcher_from_args,
     run_configs,
     sweep_progress,
     wait_for_live,
@@ -342,8 +344,8 @@ def _seeds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m vapt sweep ...`: the protocol for one backbone and method over one or more datasets."""
+def build_parser() -> argparse.ArgumentParser:
+    """The `sweep` command's options (also read by `reproduce` from the paper catalog's commands)."""
     parser = argparse.ArgumentParser(prog="python -m vapt sweep", epilog=DOCS_HELP, description=__doc__,
                                      formatter_class=HelpFormatter)
     parser.add_argument("--data", nargs="+", required=True,
@@ -352,26 +354,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", default="paper", help="paper (default), fast, or LRS:WDS such as 5,1:0.01,0")
     parser.add_argument("--seeds", type=_seeds, default=PAPER_SEEDS, help="final-run seeds (42,44,82,100,800)")
     parser.add_argument("--grid-seed", type=int, default=42, help="seed of the grid runs (default 42)")
-    parser.add_argument("--executor", choices=EXECUTORS, default="local",
-                        help="local: one process per GPU (or --workers on CPU); slurm; debug: in this process")
-    parser.add_argument("--workers", type=int, default=1, help="local executor without GPUs: parallel processes")
-    parser.add_argument("--gpus", type=int, default=None, help="local executor: GPUs to use (default: all visible)")
-    parser.add_argument("--timeout-min", type=int, default=3 * 24 * 60, help="per-job time limit in minutes")
-    parser.add_argument("--slurm-partition", default=None)
-    parser.add_argument("--slurm-account", default=None)
-    parser.add_argument("--cpus-per-task", type=int, default=8, help="SLURM CPUs per run")
-    parser.add_argument("--max-parallel", type=int, default=64, help="SLURM array parallelism")
+    add_executor_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="list the grid runs (done / to do) and stop")
     parser.add_argument(RESTART_FLAG, dest="restart_unreadable", action="store_true",
                         help="set unreadable result.json / checkpoint.pt files aside (renamed to *.unreadable) and "
                              "train those runs afresh")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vapt sweep ...`: the protocol for one backbone and method over one or more datasets."""
+    args = build_parser().parse_args(argv)
     base = config_from_args(args, data=expand_tasks(args.data)[0], lr=1.0, wd=0.0)
-    launcher = Launcher(
-        executor=args.executor, folder=str(Path(args.out) / ".submitit"), workers=args.workers, gpus=args.gpus,
-        timeout_min=args.timeout_min, slurm_partition=args.slurm_partition, slurm_account=args.slurm_account,
-        cpus_per_task=args.cpus_per_task, max_parallel=args.max_parallel,
-    )
+    launcher = launcher_from_args(args, folder=str(Path(args.out) / ".submitit"))
     with stopping.saving(f"every finished run's result.json and every started run's last epoch checkpoint are "
                          f"kept under {args.out}"):
         sweep(base, args.data, grid=args.grid, seeds=args.seeds, grid_seed=args.grid_seed, launcher=launcher,

@@ -70,6 +70,7 @@ from vapt.run.record import (
     RecordError,
     RunRecord,
 )
+from vapt.run.slurm import job_fields
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RESTART_FLAG = "--restart-unreadable"
@@ -300,6 +301,7 @@ def _train_locked(config: TrainConfig, identity: str, directory: Path, stop_afte
     record = RunRecord(
         run_id=identity, config=config.to_dict(), method_config=config_to_dict(model.config),
         params=vapt.count_parameters(model), samples=built.samples, env=environment(device),
+        **job_fields(),
     )
     start_epoch, elapsed_before = 0, 0.0
     if checkpoint_path.is_file():
