@@ -68,3 +68,13 @@ def check_probability(name: str, value: Any) -> float:
     if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ConfigError(f"{name} must be a probability in [0, 1), got {value!r}")
     return value
+
+
+def benchmark_default(name: str, value: str | None, choices: tuple[str, ...], defaults: dict[str, str],
+                      benchmark: str) -> str:
+    """`value` when it is one of `choices` (else a ConfigError naming `name`); None gives the benchmark's default."""
+    if value is None:
+        return defaults.get(benchmark, "pil")
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value

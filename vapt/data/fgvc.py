@@ -11,14 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vapt.data.images import (
-    ImageListDataset,
-    check_label,
-    dataset_folder,
-    find_image,
-    read_split_text,
-    split_classes,
-)
+from vapt.data.images import ImageListDataset, check_label, dataset_folder, find_image, read_split_text, split_classes
 from vapt.errors import DataLayoutError
 
 # folder name -> (group, number of classes); see docs/protocol.md.

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from vapt.errors import ConfigError, DataLayoutError
+from vapt.errors import DataLayoutError, benchmark_default
 
 DECODE_MODES: tuple[str, ...] = ("tfds", "pil")
 # benchmark -> decoder used when none is given: VTAB as the authors' TensorFlow Datasets pipeline, FGVC as torchvision.
@@ -38,11 +38,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 def resolve_decode(benchmark: str, decode: str | None) -> str:
     """The decoder for a benchmark: `decode` when given (validated), else the benchmark's default."""
-    if decode is None:
-        return DEFAULT_DECODE.get(benchmark, "pil")
-    if decode not in DECODE_MODES:
-        raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
-    return decode
+    return benchmark_default("decode", decode, DECODE_MODES, DEFAULT_DECODE, benchmark)
 
 
 def _scaled_16_bit(values: np.ndarray) -> Image.Image:

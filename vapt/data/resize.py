@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision import transforms as T
 
-from vapt.errors import ConfigError
+from vapt.errors import ConfigError, benchmark_default
 
 RESIZE_MODES: tuple[str, ...] = ("tf1", "pil")
 # benchmark -> resize mode used when none is given: VTAB as the authors' TensorFlow pipeline, FGVC as torchvision.
@@ -29,11 +29,7 @@ DEFAULT_RESIZE: dict[str, str] = {"vtab1k": "tf1", "fgvc": "pil"}
 
 def resolve_resize(benchmark: str, resize: str | None) -> str:
     """The resize mode for a benchmark: `resize` when given (validated), else the benchmark's default."""
-    if resize is None:
-        return DEFAULT_RESIZE.get(benchmark, "pil")
-    if resize not in RESIZE_MODES:
-        raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-    return resize
+    return benchmark_default("resize", resize, RESIZE_MODES, DEFAULT_RESIZE, benchmark)
 
 
 def _source_indices(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
