@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -15,8 +16,10 @@ REPO = Path(__file__).parents[2]
 
 def _lab_command(venv: Path) -> list[str]:
     """The command `make lab` runs (dry run, `make -n`), for a given .venv folder."""
-    done = subprocess.run(["make", "-n", "lab", f"VENV={venv}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+    # under `make test` the parent make's variables would make this one print "Entering/Leaving directory"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", "lab", f"VENV={venv}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     return shlex.split(done.stdout.strip().splitlines()[-1])
 
