@@ -21,7 +21,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "slurm-cluster"
 CONTROLLER_PID = Path("/run/slurm/slurmctld.pid")  # where scripts/slurm-cluster keeps it
-EPOCHS = 30  # about 0.4 s each: a run cancelled after its first epoch is killed long before its end
+# About 0.15 s each on vit_test. A cancelled job keeps training until Slurm kills it: submitit passes SIGTERM by
+# (it keeps that signal for requeueing), so the kill comes KillWait (2 s in scripts/slurm-cluster) plus srun's own
+# step wait later, about 30 epochs here. 100 epochs leave the cancelled run ten seconds from its end.
+EPOCHS = 100
 
 
 def _no_cluster() -> str | None:
@@ -113,10 +116,10 @@ def test_a_cancelled_task_resumes_to_the_same_metrics(reference: Path, data_root
     finally:
         if sweep.poll() is None:
             sweep.kill()
+    assert not list(out.rglob("result.json")), f"the run finished before Slurm killed it; raise EPOCHS ({EPOCHS})"
     assert sweep.returncode == 2, err[-3000:]
     assert f"Slurm job {cancelled} ended (cancelled) without a result" in err
     assert "did not finish" in err and "run the same command again to resume them" in err
-    assert not list(out.rglob("result.json"))  # the cancelled run did not finish before it was killed
 
     resumed = _sweep(data_root, out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
