@@ -2,21 +2,28 @@
 
 The reference file `tests/models/data/reference_logits.pt` holds, per backbone, one backbone state, and per
 (backbone, method) the rest of the model's state (prompts, head; the whole model for full fine-tuning), the
-input batch and the logits, all computed on one CPU thread (as the tests run). It was written by the code
-before a refactor with
+input batch and the logits, all computed on one CPU thread (as the tests run), and the platform that computed
+them. It was written with
 
     PYTHONPATH=. python -m tests.models.test_reference_logits
 
-and must only be rewritten (same command) when a change to the model path is intended and explained.
+and must only be rewritten (same command) when a change to the model path is intended and explained, or, with
+an unchanged model path, to move the bit-for-bit check to another platform after the check below passed there.
+
+Float32 kernels differ between CPUs (instruction set, BLAS code path), and so does their summation order. On the
+platform that wrote the reference the logits must be equal bit for bit; on any other they must be equal up to
+the float32 rounding error the computation carries, measured against the same model in float64.
 """
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.float_bounds import assert_equal_up_to_rounding
 from vapt.models.factory import create_model
 
 REFERENCE = Path(__file__).parent / "data" / "reference_logits.pt"
@@ -39,10 +46,23 @@ def build(backbone: str, case: str) -> torch.nn.Module:
     return create_model(backbone, method, num_classes=5, **CASES[case]).eval()
 
 
+def platform_fingerprint() -> str:
+    """What decides float32 kernel results on CPU: torch version, its CPU kernel level and the processor."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {cpu}"
+
+
 def write_reference(path: Path = REFERENCE) -> None:
     """Build every case with random (non-zero) weights and save its state, inputs and logits."""
     torch.set_num_threads(1)
-    out = {}
+    out: dict = {"platform": platform_fingerprint()}
     for backbone in BACKBONES:
         torch.manual_seed(0)
         shared = build(backbone, "linear").backbone.state_dict()
@@ -80,7 +100,12 @@ def test_logits_match_the_reference_bit_for_bit(reference: dict, backbone: str, 
     with torch.no_grad():
         logits = model(saved["images"])
     assert logits.abs().max() > 0
-    assert torch.equal(logits, saved["logits"]), (logits - saved["logits"]).abs().max()
+    if reference.get("platform") == platform_fingerprint():
+        assert torch.equal(logits, saved["logits"]), (logits - saved["logits"]).abs().max()
+    else:
+        with torch.no_grad():
+            logits64 = model.double()(saved["images"].double())
+        assert_equal_up_to_rounding(saved["logits"], logits, logits64)
 
 
 if __name__ == "__main__":
