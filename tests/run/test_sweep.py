@@ -242,3 +242,16 @@ def test_progress_line_counts_done_running_and_failed_runs(tmp_path: Path) -> No
         **other.to_dict(), "resize": "pil"}, "final": {"val200": 1.0}, "status": "finished"})
     assert sweep_progress(configs, 10.0).startswith("sweep: 1/4 runs done")
     assert not is_run_done(configs[3]) and is_run_done(configs[0])
+
+
+def test_the_job_function_reports_each_runs_status(data_root: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    config = TrainConfig(backbone="vit_test", method="linear", data="vtab1k/cifar", data_root=str(data_root),
+                         out=str(tmp_path / "runs"), epochs=1, batch_size=32, lr=0.5, wd=0.0, device="cpu")
+    assert vapt.run.jobs.run_configs([config]) == [f"{run_id(config)}: finished"]
+
+    def broken(config: TrainConfig, **kwargs: Any) -> RunRecord:
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(vapt.run.jobs, "train", broken)
+    assert vapt.run.jobs.run_configs([config]) == [f"{run_id(config)}: error (RuntimeError: disk gone)"]

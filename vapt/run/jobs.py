@@ -30,7 +30,7 @@ def run_configs(configs: Sequence[TrainConfig]) -> list[str]:
     lines = []
     for config in configs:
         try:
-            lines.append(f"{run_id(config)}: {train(config)['status']}")
+            lines.append(f"{run_id(config)}: {train(config).status}")
         except VaptError as err:  # bad input (an unreadable checkpoint, a corrupt image): one line, no traceback
             print(f"error: {err}", file=sys.stderr)
             lines.append(f"{run_id(config)}: error ({err})")
