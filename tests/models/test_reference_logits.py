@@ -17,7 +17,6 @@ the float32 rounding error the computation carries, measured against the same mo
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ import torch
 
 from tests.float_bounds import assert_equal_up_to_rounding
 from vapt.models.factory import create_model
+from vapt.run.train import cpu_platform
 
 REFERENCE = Path(__file__).parent / "data" / "reference_logits.pt"
 BACKBONES = ("vit_test", "swin_test")
@@ -46,23 +46,10 @@ def build(backbone: str, case: str) -> torch.nn.Module:
     return create_model(backbone, method, num_classes=5, **CASES[case]).eval()
 
 
-def platform_fingerprint() -> str:
-    """What decides float32 kernel results on CPU: torch version, its CPU kernel level and the processor."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {cpu}"
-
-
 def write_reference(path: Path = REFERENCE) -> None:
     """Build every case with random (non-zero) weights and save its state, inputs and logits."""
     torch.set_num_threads(1)
-    out: dict = {"platform": platform_fingerprint()}
+    out: dict = {"platform": cpu_platform()}
     for backbone in BACKBONES:
         torch.manual_seed(0)
         shared = build(backbone, "linear").backbone.state_dict()
@@ -100,7 +87,7 @@ def test_logits_match_the_reference_bit_for_bit(reference: dict, backbone: str, 
     with torch.no_grad():
         logits = model(saved["images"])
     assert logits.abs().max() > 0
-    if reference.get("platform") == platform_fingerprint():
+    if reference.get("platform") == cpu_platform():
         assert torch.equal(logits, saved["logits"]), (logits - saved["logits"]).abs().max()
     else:
         with torch.no_grad():

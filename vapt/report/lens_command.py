@@ -33,6 +33,7 @@ from vapt.report.paper import method_label
 from vapt.report.runs import best_runs, load_run_model, read_run, run_split
 from vapt.run.config import TrainConfig
 from vapt.run.record import RunRecord
+from vapt.run.train import cpu_platform
 
 FIGURES: tuple[str, ...] = ("lens_prompt_mass", "lens_dependence", "lens_effective_prompts")
 RUN_COLUMNS: tuple[str, ...] = ("run", "method", "backbone", "data", "split", "images", "num_prompts", "run_dir")
@@ -250,6 +251,9 @@ def smoke_summary(cache: str | os.PathLike | None = None, images: int = 256) -> 
         lines.append(f"| {run} | {layer} | {rows['prompt_mass'].mean():.3f} | {first['dependence']:.4f} | "
                      f"{first['value_dependence']:.4f} | {first['distinct_prompts']:.3f} | "
                      f"{first['prompt_spread']:.1e} |")
+    lines += ["", f"Measured on {cpu_platform()}, one thread. Another CPU rounds float32 sums in another order and "
+              "eight epochs of training carry that on, so its numbers differ; the structure (constant VPT-Deep "
+              "experts, one distinct VAPT prompt per adaptive block) does not."]
     return "\n".join(lines)
 
 

@@ -76,7 +76,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 RESTART_FLAG = "--restart-unreadable"
 UNREADABLE_SUFFIX = ".unreadable"
 
-__all__ = ["build_optimizer", "build_scheduler", "evaluate", "train"]
+__all__ = ["build_optimizer", "build_scheduler", "cpu_platform", "evaluate", "train"]
 
 
 def learning_rate(config: TrainConfig) -> float:
@@ -125,6 +125,23 @@ def environment(device: torch.device) -> dict[str, str]:
         "vapt": getattr(vapt, "__version__", "unknown"),
         "device": f"{device.type} ({name})" if name else device.type, "hostname": socket.gethostname(),
     }
+
+
+def cpu_platform() -> str:
+    """What decides float32 results on this CPU: torch's version, its CPU kernel level and the processor.
+
+    Two machines that differ in any of these may round sums in another order, so runs agree only up to
+    float32 rounding, and training carries such differences on.
+    """
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {cpu}"
 
 
 def _rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
