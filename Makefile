@@ -21,11 +21,16 @@ $(STAMP): pyproject.toml requirements-ci.txt
 demo: $(STAMP)
 	$(PY) -m theory.sample_efficiency
 
+# The suite runs on every core, at most PYTEST_WORKERS (pytest-xdist); a test file stays on one worker, so its
+# module fixtures (fixture datasets, smoke runs, the Slurm reference sweep) are built once.
+PYTEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n auto --maxprocesses $(PYTEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not slurm"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow and not slurm"
 
 lint: $(STAMP)
 	$(PY) -m ruff check vapt theory tests notebooks
