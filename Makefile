@@ -22,7 +22,8 @@ demo: $(STAMP)
 	$(PY) -m theory.sample_efficiency
 
 # The suite runs on every core, at most PYTEST_WORKERS (pytest-xdist); a test file stays on one worker, so its
-# module fixtures (fixture datasets, smoke runs, the Slurm reference sweep) are built once.
+# module fixtures (the Slurm reference sweep) are built once, and session fixtures (fixture datasets, the
+# notebooks' smoke cache) once per worker that needs them.
 PYTEST_WORKERS ?= 4
 PYTEST_PARALLEL := -n auto --maxprocesses $(PYTEST_WORKERS) --dist loadfile
 

@@ -2,10 +2,10 @@
 
 The quote names the platform it was measured on. There every number must agree to its last printed digits. On
 another CPU float32 sums round in another order and eight epochs of SGD carry that far (top-1 moves by points,
-distinct-prompt counts by one or more), so there the words must agree and the structure the docs state must hold
-in both the quote and the fresh run: VPT-Deep's prompt experts are constants, no method's prompts depend on the
-input before the first block, VAPT keeps one distinct prompt per adaptive block, and VAPT's adaptive prompts
-depend on the input more than VPT-Shallow's do in the same block.
+distinct-prompt counts of static prompts by up to about one), so there the words must agree and the structure the
+docs state must hold in both the quote and the fresh run: VPT-Deep's prompt experts are constants, no method's
+prompts depend on the input before the first block, VAPT keeps one distinct prompt per adaptive block, and VAPT's
+adaptive prompts depend on the input more than VPT-Shallow's do in the same block.
 """
 
 from __future__ import annotations

@@ -251,8 +251,9 @@ def smoke_summary(cache: str | os.PathLike | None = None, images: int = 256) -> 
         lines.append(f"| {run} | {layer} | {rows['prompt_mass'].mean():.3f} | {first['dependence']:.4f} | "
                      f"{first['value_dependence']:.4f} | {first['distinct_prompts']:.3f} | "
                      f"{first['prompt_spread']:.1e} |")
+    epochs = int(records[0].config["epochs"])
     lines += ["", f"Measured on {cpu_platform()}, one thread. Another CPU rounds float32 sums in another order and "
-              "eight epochs of training carry that on, so its numbers differ; the structure (constant VPT-Deep "
+              f"{epochs} epochs of training carry that on, so its numbers differ; the structure (constant VPT-Deep "
               "experts, one distinct VAPT prompt per adaptive block) does not."]
     return "\n".join(lines)
 

@@ -118,7 +118,7 @@ def environment(device: torch.device) -> dict[str, str]:
 
     import vapt
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _processor_name()
     return {
         "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "timm": timm.__version__,
@@ -127,21 +127,24 @@ def environment(device: torch.device) -> dict[str, str]:
     }
 
 
+def _processor_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo, where platform.processor() is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_platform() -> str:
     """What decides float32 results on this CPU: torch's version, its CPU kernel level and the processor.
 
     Two machines that differ in any of these may round sums in another order, so runs agree only up to
     float32 rounding, and training carries such differences on.
     """
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {cpu}"
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {_processor_name()}"
 
 
 def _rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
