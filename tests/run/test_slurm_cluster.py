@@ -22,9 +22,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "slurm-cluster"
 CONTROLLER_PID = Path("/run/slurm/slurmctld.pid")  # where scripts/slurm-cluster keeps it
-# About 0.15 s each on vit_test. A cancelled job keeps training until Slurm kills it: submitit passes SIGTERM by
-# (it keeps that signal for requeueing), so the kill comes KillWait (2 s in scripts/slurm-cluster) plus srun's own
-# step wait later, about 30 epochs here. 100 epochs leave the cancelled run ten seconds from its end.
+# About 0.15 s each on vit_test. A cancelled job keeps training until Slurm kills it: submitit ignores the SIGTERM
+# that scancel sends (it keeps that signal for requeueing), so the kill comes KillWait (2 s in scripts/slurm-cluster)
+# plus srun's own step wait later, about 30 epochs here. 100 epochs leave the cancelled run ten seconds from its end.
 EPOCHS = 100
 
 
